@@ -1,0 +1,251 @@
+"""The typed model of a feed specification (one YAML file per country, over shared defaults).
+
+The same model validates the YAML files and produces ``feeds/feed.schema.json``, the JSON Schema
+editors use to complete and check the files while they are typed.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The canonical fields a feed maps its columns to. Order is the order of the staging models.
+CANONICAL_FIELDS: dict[str, str] = {
+    "declaration_id": "Declaration number, unique per reporting country (with item_no).",
+    "item_no": "Item number within the declaration; 1 when the feed has none.",
+    "declaration_date": "Date the declaration was accepted.",
+    "flow": "Import or export (mapped through value_maps.flow when the feed uses codes).",
+    "hs_code": "Tariff code as declared: 6-digit HS, dotted, or an 8/10-digit national line.",
+    "partner_country": "Country of consignment (imports) or destination (exports).",
+    "origin_country": "Country of origin of the goods.",
+    "trader_id": "Importer or exporter identifier.",
+    "trader_name": "Importer or exporter name.",
+    "declarant_id": "Declarant or broker identifier.",
+    "customs_office": "Customs office or port of clearance.",
+    "quantity": "Quantity in the supplementary unit.",
+    "quantity_unit": "Supplementary unit of the quantity (e.g. u, pairs, l).",
+    "net_mass": "Net mass in the feed's mass unit.",
+    "mass_unit": "Mass unit per row, when the feed has a column for it.",
+    "customs_value": "Declared customs value in the declaration currency.",
+    "currency": "Declaration currency per row, when the feed has a column for it.",
+    "valuation_basis": "CIF or FOB per row, when the feed has a column for it.",
+    "consignment_ref": "Transport reference: bill of lading, air waybill, container or UCR.",
+    "goods_description": "Free-text description of the goods.",
+}
+
+REQUIRED_FIELDS = (
+    "declaration_id",
+    "declaration_date",
+    "flow",
+    "hs_code",
+    "partner_country",
+    "net_mass",
+    "customs_value",
+)
+
+FieldName = Literal[
+    "declaration_id",
+    "item_no",
+    "declaration_date",
+    "flow",
+    "hs_code",
+    "partner_country",
+    "origin_country",
+    "trader_id",
+    "trader_name",
+    "declarant_id",
+    "customs_office",
+    "quantity",
+    "quantity_unit",
+    "net_mass",
+    "mass_unit",
+    "customs_value",
+    "currency",
+    "valuation_basis",
+    "consignment_ref",
+    "goods_description",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    """Where the night's file comes from."""
+
+    uri: str = Field(
+        description=(
+            "Template of the night's file. Schemes: file://, http(s)://, sftp://CONN_ID@/path. "
+            "Placeholders: {night:%Y%m%d} (any strftime format), {feed}, {country}, {sample_dir}, "
+            "{data_dir}."
+        )
+    )
+    connection_id: str | None = Field(
+        default=None,
+        description="Airflow connection holding credentials (http/https). Never put secrets here.",
+    )
+    expected_by_hour: int | None = Field(
+        default=None, ge=0, le=47, description="Hours after the night's start by which the file should exist."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("file://", "http://", "https://", "sftp://")):
+            raise ValueError("must start with file://, http://, https:// or sftp://")
+        return v
+
+
+class FormatSpec(_Strict):
+    """How to read the file."""
+
+    kind: Literal["csv"] = "csv"
+    delimiter: str = Field(default=",", description="Field separator, e.g. ',', ';', '|' or '\\t'.")
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
+    quote: str = '"'
+    header: bool = True
+    decimal: Literal[".", ","] = Field(default=".", description="Decimal separator of numbers.")
+    thousands: Literal["", ".", ",", " ", "'"] = Field(default="", description="Thousands separator, if any.")
+    date_format: str = Field(default="%Y-%m-%d", description="strftime format of dates, e.g. %d/%m/%Y.")
+
+    @model_validator(mode="after")
+    def _separators_differ(self) -> FormatSpec:
+        if self.thousands and self.thousands == self.decimal:
+            raise ValueError("thousands and decimal separators must differ")
+        return self
+
+
+class ConventionsSpec(_Strict):
+    """Code conventions that hold for the whole feed unless a column overrides them per row."""
+
+    currency: str | None = Field(default=None, description="ISO 4217 code when the feed has no currency column.")
+    mass_unit: Literal["kg", "t", "lb", "g"] | None = Field(
+        default=None, description="Mass unit when the feed has no mass unit column."
+    )
+    hs_format: Literal["hs6", "dotted", "national8", "national10"] = "hs6"
+    hs_edition: Literal["HS2017", "HS2022"] = "HS2022"
+    country_code: Literal["alpha2", "alpha3", "numeric"] = "alpha2"
+    valuation: dict[Literal["import", "export"], Literal["CIF", "FOB"]] = Field(
+        default_factory=lambda: {"import": "CIF", "export": "FOB"},
+        description="Valuation basis by flow when the feed has no valuation column.",
+    )
+
+    @field_validator("currency")
+    @classmethod
+    def _iso4217(cls, v: str | None) -> str | None:
+        if v is not None and (len(v) != 3 or not v.isalpha() or not v.isupper()):
+            raise ValueError("must be a three-letter upper-case ISO 4217 code")
+        return v
+
+
+class ValueMaps(_Strict):
+    """Recode values before they are cast: the feed's codes on the left, canonical values on the right."""
+
+    flow: dict[str, Literal["import", "export"]] = Field(
+        default_factory=lambda: {"import": "import", "export": "export"}
+    )
+    country: dict[str, str] = Field(default_factory=dict, description="National country codes to ISO codes.")
+
+
+Severity = Literal["critical", "warning"]
+
+
+class QualitySpec(_Strict):
+    """Data-quality thresholds and severities for this feed."""
+
+    max_failing_share: float | None = Field(
+        default=None, ge=0, le=1, description="Hold the feed when more rows than this share fail (default: settings)."
+    )
+    min_customs_value: float = 0.0
+    max_customs_value: float = 1e10
+    min_net_mass: float = 0.0
+    max_net_mass: float = 1e9
+    severity: dict[str, Severity] = Field(
+        default_factory=dict, description="Override the severity of an expectation by its name."
+    )
+
+
+class SchemaContract(_Strict):
+    """What the feed does when the file's columns drift from the mapping."""
+
+    on_new_column: Literal["stop", "accept"] = "stop"
+    on_missing_column: Literal["stop"] = "stop"
+
+
+class FeedSpec(_Strict):
+    """One country's declarations feed."""
+
+    dataset: Literal["declarations"] = "declarations"
+    feed: str = Field(pattern=r"^[a-z][a-z0-9_]{1,30}$", description="Feed id: lower case, used in table names.")
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="Reporting country, ISO 3166-1 alpha-2.")
+    name: str = Field(description="Human name of the feed.")
+    membership: Literal["core", "supporting", "other"] = "core"
+    enabled: bool = True
+    timezone: str = "UTC"
+    synthetic: bool = Field(default=False, description="True for generated sample data; shown wherever it appears.")
+    valid_from: date | None = Field(default=None, description="First night this spec applies to (spec versions).")
+    source: SourceSpec
+    format: FormatSpec = Field(default_factory=FormatSpec)
+    columns: dict[FieldName, str] = Field(description="Canonical field -> the file's column name.")
+    conventions: ConventionsSpec = Field(default_factory=ConventionsSpec)
+    value_maps: ValueMaps = Field(default_factory=ValueMaps)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    schema_contract: SchemaContract = Field(default_factory=SchemaContract)
+
+    @model_validator(mode="after")
+    def _complete(self) -> FeedSpec:
+        missing = [f for f in REQUIRED_FIELDS if f not in self.columns]
+        if missing:
+            raise ValueError(f"columns: map the required canonical fields {missing}")
+        if "currency" not in self.columns and self.conventions.currency is None:
+            raise ValueError("set conventions.currency or map a currency column")
+        if "mass_unit" not in self.columns and self.conventions.mass_unit is None:
+            raise ValueError("set conventions.mass_unit or map a mass_unit column")
+        dupes = {c for c in self.columns.values() if list(self.columns.values()).count(c) > 1}
+        if dupes:
+            raise ValueError(f"columns: a file column is mapped twice: {sorted(dupes)}")
+        return self
+
+    @property
+    def source_columns(self) -> list[str]:
+        return list(self.columns.values())
+
+    @property
+    def raw_table(self) -> str:
+        return f"{self.feed}__declarations"
+
+
+RatesField = Literal["rate_date", "currency", "rate"]
+
+
+class RatesFeedSpec(_Strict):
+    """The exchange-rates feed: pulled and landed like a declarations feed.
+
+    Layout an official publication maps to: one row per (date, currency) with the rate either as
+    units of the currency per US dollar or as US dollars per unit.
+    """
+
+    dataset: Literal["exchange_rates"]
+    feed: str = Field(pattern=r"^[a-z][a-z0-9_]{1,30}$")
+    name: str
+    enabled: bool = True
+    synthetic: bool = False
+    timezone: str = "UTC"
+    source: SourceSpec
+    format: FormatSpec = Field(default_factory=FormatSpec)
+    columns: dict[RatesField, str]
+    rate_quote: Literal["units_per_usd", "usd_per_unit"] = "units_per_usd"
+
+    @model_validator(mode="after")
+    def _complete(self) -> RatesFeedSpec:
+        missing = [f for f in ("rate_date", "currency", "rate") if f not in self.columns]
+        if missing:
+            raise ValueError(f"columns: map {missing}")
+        return self
+
+    @property
+    def raw_table(self) -> str:
+        return f"{self.feed}__rates"

@@ -1,0 +1,171 @@
+"""The one place settings come from.
+
+Every setting has a default under the repository's ``data/`` folder (ignored by git) and can be
+overridden by an environment variable named ``TRADESENTRY_<FIELD>`` (upper case), e.g.
+``TRADESENTRY_DATA_DIR=/srv/tradesentry``. docs/configuration.md lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_data_dir() -> Path:
+    return REPO_ROOT / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths, windows and thresholds of one Tradesentry installation."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    feeds_dir: Path = REPO_ROOT / "feeds"
+    dbt_project_dir: Path = REPO_ROOT / "dbt_project"
+    expectations_dir: Path = REPO_ROOT / "expectations"
+    # Derived from data_dir unless set explicitly (see resolve()).
+    warehouse_path: Path | None = None
+    landing_dir: Path | None = None
+    publish_dir: Path | None = None
+    reports_dir: Path | None = None
+    logs_dir: Path | None = None
+    runs_dir: Path | None = None
+    airflow_home: Path | None = None
+    sample_dir: Path | None = None
+    review_db_url: str | None = None
+
+    # Nightly run behaviour
+    retries: int = 2
+    retry_delay_seconds: float = 300.0
+    retry_max_delay_seconds: float = 3600.0
+    http_timeout_seconds: float = 60.0
+
+    # Harmonisation
+    cif_fob_factor: float = 1.06
+    max_rate_age_days: int = 7
+
+    # Scoring
+    history_window_nights: int = 60
+    transit_window_days: int = 21
+    min_peer_group: int = 8
+    low_price_ratio: float = 0.5
+    high_price_multiple: float = 3.0
+    audit_share: float = 0.1
+    audit_picks_per_night: int = 5
+    max_anomalies_per_night: int = 500
+    seed: int = 20261128
+
+    # Data quality
+    max_failing_share: float = 0.2
+    volume_drop_ratio: float = 0.3
+    volume_history_nights: int = 14
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"TRADESENTRY_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.type, raw, f.name)
+        values.update(overrides)
+        return cls(**values).resolve()
+
+    def resolve(self) -> Settings:
+        """Fill the paths derived from ``data_dir`` and make every path absolute.
+
+        Absolute paths matter: dbt-duckdb resolves relative paths against the process's working
+        directory, which is not the project when Airflow runs a task.
+        """
+        d = Path(self.data_dir).expanduser().resolve()
+        derived: dict[str, Any] = {
+            "data_dir": d,
+            "feeds_dir": Path(self.feeds_dir).resolve(),
+            "dbt_project_dir": Path(self.dbt_project_dir).resolve(),
+            "expectations_dir": Path(self.expectations_dir).resolve(),
+            "warehouse_path": Path(self.warehouse_path or d / "warehouse" / "tradesentry.duckdb").resolve(),
+            "landing_dir": Path(self.landing_dir or d / "landing").resolve(),
+            "publish_dir": Path(self.publish_dir or d / "published").resolve(),
+            "reports_dir": Path(self.reports_dir or d / "reports").resolve(),
+            "logs_dir": Path(self.logs_dir or d / "logs").resolve(),
+            "runs_dir": Path(self.runs_dir or d / "runs").resolve(),
+            "airflow_home": Path(self.airflow_home or d / "airflow").resolve(),
+            "sample_dir": Path(self.sample_dir or d / "sample_feeds").resolve(),
+            "review_db_url": self.review_db_url or f"sqlite:///{d / 'review' / 'review.sqlite'}",
+        }
+        return replace(self, **derived)
+
+    # Typed accessors: after resolve() the optional paths are always set.
+    @property
+    def warehouse(self) -> Path:
+        assert self.warehouse_path is not None
+        return self.warehouse_path
+
+    @property
+    def landing(self) -> Path:
+        assert self.landing_dir is not None
+        return self.landing_dir
+
+    @property
+    def published(self) -> Path:
+        assert self.publish_dir is not None
+        return self.publish_dir
+
+    @property
+    def reports(self) -> Path:
+        assert self.reports_dir is not None
+        return self.reports_dir
+
+    @property
+    def logs(self) -> Path:
+        assert self.logs_dir is not None
+        return self.logs_dir
+
+    @property
+    def runs(self) -> Path:
+        assert self.runs_dir is not None
+        return self.runs_dir
+
+    @property
+    def samples(self) -> Path:
+        assert self.sample_dir is not None
+        return self.sample_dir
+
+    @property
+    def review_db(self) -> str:
+        assert self.review_db_url is not None
+        return self.review_db_url
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables, for child processes (dbt, airflow)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f"TRADESENTRY_{f.name.upper()}"] = str(v)
+        return out
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    t = str(type_name)
+    try:
+        if "Path" in t:
+            return Path(raw)
+        if t.startswith("int"):
+            return int(raw)
+        if t.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise ValueError(
+            f"Environment variable TRADESENTRY_{name.upper()}={raw!r} is not a valid {t}: {exc}"
+        ) from exc
+
+
+def get_settings(**overrides: Any) -> Settings:
+    return Settings.from_env(**overrides)
