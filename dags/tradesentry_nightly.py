@@ -1,0 +1,149 @@
+"""Tradesentry's nightly Airflow DAG: pull each feed, harmonise, check, detect, publish.
+
+Kept cheap to parse: only Airflow and the standard library at top level; the pipeline's heavy
+imports (duckdb, dbt, Great Expectations, PyOD) happen inside the tasks. The night a run processes is
+its data interval's start date, so `airflow dags test tradesentry_nightly 2026-11-27` runs night
+2026-11-27.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+
+def _float_env(name: str, default: float) -> float:
+    # Parse-time settings come from the environment only (no file reads, no imports of our package).
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+RETRIES = int(_float_env("TRADESENTRY_RETRIES", 2))
+RETRY_DELAY = timedelta(seconds=_float_env("TRADESENTRY_RETRY_DELAY_SECONDS", 300))
+MAX_RETRY_DELAY = timedelta(seconds=_float_env("TRADESENTRY_RETRY_MAX_DELAY_SECONDS", 3600))
+WAREHOUSE_POOL = os.environ.get("TRADESENTRY_WAREHOUSE_POOL", "default_pool")
+
+
+def _night(context: dict) -> pendulum.Date:  # type: ignore[type-arg]
+    start = context.get("data_interval_start") or context["logical_date"]
+    return start.date()
+
+
+@dag(
+    dag_id="tradesentry_nightly",
+    description="Nightly trade-anomaly run over every partner country's declarations feed.",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 8, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["tradesentry", "customs", "nightly"],
+    default_args={
+        "owner": "tradesentry",
+        "retries": RETRIES,
+        "retry_delay": RETRY_DELAY,
+        "retry_exponential_backoff": True,
+        "max_retry_delay": MAX_RETRY_DELAY,
+    },
+    doc_md=__doc__,
+)
+def tradesentry_nightly() -> None:
+    @task(retries=0)
+    def list_feeds() -> list[str]:
+        from tradesentry.pipeline.stages import feed_ids
+        from tradesentry.settings import get_settings
+
+        return feed_ids(get_settings())
+
+    @task(map_index_template="{{ feed_id }}")
+    def pull(feed: str) -> dict:  # type: ignore[type-arg]
+        """Land one feed's night file. Fails (and retries) on its own; other feeds go on."""
+        from tradesentry.pipeline.stages import pull as pull_stage
+        from tradesentry.settings import get_settings
+
+        context = get_current_context()
+        context["feed_id"] = feed  # type: ignore[typeddict-unknown-key]
+        return pull_stage(get_settings(), feed, _night(context))
+
+    # The stages below run whatever happened to individual pulls: a missing feed is reported in the
+    # summary, not allowed to stop the six others.
+    @task(trigger_rule="all_done", pool=WAREHOUSE_POOL)
+    def load_raw() -> dict:  # type: ignore[type-arg]
+        from tradesentry.pipeline.stages import load_raw as stage
+        from tradesentry.settings import get_settings
+
+        night = _night(get_current_context())
+        return stage(get_settings(), [night])[night.isoformat()]
+
+    @task(pool=WAREHOUSE_POOL)
+    def validate_raw() -> dict:  # type: ignore[type-arg]
+        from tradesentry.pipeline.stages import validate_raw as stage
+        from tradesentry.settings import get_settings
+
+        night = _night(get_current_context())
+        return stage(get_settings(), [night])[night.isoformat()]
+
+    @task(pool=WAREHOUSE_POOL)
+    def harmonise() -> None:
+        from tradesentry.pipeline.stages import harmonise as stage
+        from tradesentry.settings import get_settings
+
+        stage(get_settings())
+
+    @task(pool=WAREHOUSE_POOL)
+    def validate_harmonised() -> dict:  # type: ignore[type-arg]
+        from tradesentry.pipeline.stages import validate_harmonised as stage
+        from tradesentry.settings import get_settings
+
+        night = _night(get_current_context())
+        return stage(get_settings(), [night])[night.isoformat()]
+
+    @task(pool=WAREHOUSE_POOL)
+    def build_marts() -> None:
+        from tradesentry.pipeline.stages import build_marts as stage
+        from tradesentry.settings import get_settings
+
+        stage(get_settings(), as_of=_night(get_current_context()))
+
+    @task(pool=WAREHOUSE_POOL)
+    def detect() -> dict:  # type: ignore[type-arg]
+        from tradesentry.pipeline.stages import detect as stage
+        from tradesentry.settings import get_settings
+
+        night = _night(get_current_context())
+        return stage(get_settings(), [night])[night.isoformat()]
+
+    @task(pool=WAREHOUSE_POOL)
+    def publish() -> dict:  # type: ignore[type-arg]
+        from tradesentry.pipeline.stages import publish as stage
+        from tradesentry.pipeline.summary import format_summary
+        from tradesentry.settings import get_settings
+
+        settings = get_settings()
+        night = _night(get_current_context())
+        record = stage(settings, night)
+        from tradesentry.pipeline.runs import read_record
+
+        summary = read_record(settings, night, "publish")
+        print(format_summary(_load_summary(settings, night)))
+        return summary or record
+
+    feeds = list_feeds()
+    pulled = pull.expand(feed=feeds)
+    chain_start = load_raw()
+    pulled >> chain_start
+    chain_start >> validate_raw() >> harmonise() >> validate_harmonised() >> build_marts() >> detect() >> publish()
+
+
+def _load_summary(settings, night):  # type: ignore[no-untyped-def]
+    import json
+
+    from tradesentry.pipeline.summary import summary_path
+
+    return json.loads(summary_path(settings, night).read_text())
+
+
+tradesentry_nightly()

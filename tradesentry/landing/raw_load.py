@@ -1,0 +1,175 @@
+"""Load landed files into the warehouse's `raw` schema, as text, with file and line of every row.
+
+Everything is read as VARCHAR (`all_varchar`): DuckDB's type sniffing differs per file and would, for
+example, drop the leading zeros of an HS code. Casting is staging's job. Lines the CSV reader cannot
+split into the header's columns go to `raw.parse_rejects` with their line number, so nothing landed
+is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+
+from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
+from tradesentry.landing.pull import LandedFile, landed_files
+from tradesentry.settings import Settings
+
+AnySpec = FeedSpec | RatesFeedSpec
+META_COLUMNS = ("_feed", "_night", "_source_file", "_source_line", "_file_sha256", "_arrived_at")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    feed: str
+    night: str
+    source_file: str
+    rows_landed: int
+    rows_rejected: int
+    columns: tuple[str, ...]
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def raw_table(spec: AnySpec) -> str:
+    return f"raw.{_q(spec.raw_table)}"
+
+
+def _csv_options(spec: AnySpec) -> str:
+    fmt = spec.format
+    delim = "\t" if fmt.delimiter in ("\\t", "tab") else fmt.delimiter
+    opts = {
+        "delim": _lit(delim),
+        "quote": _lit(fmt.quote),
+        "header": "true" if fmt.header else "false",
+        "encoding": _lit(fmt.encoding),
+        "all_varchar": "true",
+        "auto_detect": "true",
+    }
+    return ", ".join(f"{k}={v}" for k, v in opts.items())
+
+
+def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile, settings: Settings) -> LoadResult:
+    """(Re)load one landed file: replaces that file's rows, so loading twice changes nothing."""
+    path = landed.path(settings)
+    tag = uuid.uuid4().hex[:10]
+    rej_table, rej_scan, stage = f"rej_{tag}", f"scan_{tag}", f"stage_{tag}"
+    table = raw_table(spec)
+    where = f"feed {spec.feed}, file {landed.source_file}"
+    in_tx = False
+    try:
+        con.execute(
+            f"create temp table {stage} as select row_number() over () as __row, * "
+            f"from read_csv({_lit(str(path))}, {_csv_options(spec)}, store_rejects=true, "
+            f"rejects_table={_lit(rej_table)}, rejects_scan={_lit(rej_scan)})"
+        )
+    except duckdb.Error as exc:
+        raise RuntimeError(
+            f"{where}: DuckDB could not read the file as {spec.format.encoding} text with delimiter "
+            f"{spec.format.delimiter!r}: {exc}. Check format.encoding and format.delimiter in feeds/{spec.feed}.yaml."
+        ) from exc
+    try:
+        columns = tuple(
+            r[0] for r in con.execute(f"select column_name from (describe {stage})").fetchall() if r[0] != "__row"
+        )
+        # The CSV reader numbers rejected lines from the top of the file (header = line 1 when present);
+        # good rows are numbered by their position. Map positions back to file lines by skipping the
+        # rejected ones.
+        offset = 1 if spec.format.header else 0
+        rejects = con.execute(
+            f"select distinct line - {offset} as source_line, first(csv_line), first(error_type::varchar), "
+            f"first(error_message) from {rej_table} group by line order by line"
+        ).fetchall()
+        good = con.execute(f"select count(*) from {stage}").fetchone()[0]  # type: ignore[index]
+        if rejects:
+            total = good + len(rejects)
+            con.execute(
+                f"create temp table map_{tag} as select sl as source_line, row_number() over (order by sl) as __row "
+                f"from (select unnest(range(1, {total + 1})) as sl) "
+                f"where sl not in (select line - {offset} from {rej_table})"
+            )
+            line_expr, from_clause = "m.source_line", f"{stage} s join map_{tag} m using (__row)"
+        else:
+            line_expr, from_clause = "s.__row", f"{stage} s"
+
+        con.execute("begin transaction")
+        in_tx = True
+        con.execute(f"create table if not exists {table} ({', '.join(_meta_ddl())})")
+        existing = {r[0] for r in con.execute(f"select column_name from (describe {table})").fetchall()}
+        for c in columns:
+            if c not in existing:
+                con.execute(f"alter table {table} add column {_q(c)} varchar")
+        con.execute(f"delete from {table} where _source_file = ?", [landed.source_file])
+        con.execute("delete from raw.parse_rejects where source_file = ?", [landed.source_file])
+        con.execute("delete from raw.landed_files where source_file = ?", [landed.source_file])
+        cols = ", ".join(_q(c) for c in columns)
+        scols = ", ".join(f"s.{_q(c)}" for c in columns)
+        con.execute(
+            f"insert into {table} (_feed, _night, _source_file, _source_line, _file_sha256, _arrived_at, {cols}) "
+            f"select ?, ?::date, ?, {line_expr}, ?, ?::timestamp, {scols} from {from_clause}",
+            [spec.feed, landed.night, landed.source_file, landed.sha256, landed.arrived_at],
+        )
+        for line, csv_line, err_type, err_msg in rejects:
+            con.execute(
+                "insert into raw.parse_rejects values (?, ?::date, ?, ?, ?, ?, ?)",
+                [
+                    spec.feed,
+                    landed.night,
+                    landed.source_file,
+                    int(line),
+                    "unparseable_line",
+                    f"line {line} of {landed.source_file} could not be split into the header's "
+                    f"{len(columns)} columns ({str(err_type).lower()}): {str(err_msg).split('.')[0]}",
+                    csv_line,
+                ],
+            )
+        con.execute(
+            "insert into raw.landed_files values (?, ?::date, ?, ?, ?, ?, ?, ?, ?::timestamp, ?)",
+            [
+                spec.feed,
+                landed.night,
+                landed.source_file,
+                landed.sha256,
+                landed.bytes,
+                good,
+                len(rejects),
+                landed.source_uri,
+                landed.arrived_at,
+                list(columns),
+            ],
+        )
+        con.execute("commit")
+        in_tx = False
+    except Exception:
+        if in_tx:
+            con.execute("rollback")
+        raise
+    finally:
+        for t in (stage, f"map_{tag}", rej_table, rej_scan):
+            con.execute(f"drop table if exists {t}")
+    return LoadResult(spec.feed, landed.night, landed.source_file, good, len(rejects), columns)
+
+
+def _meta_ddl() -> list[str]:
+    return [
+        "_feed varchar not null",
+        "_night date not null",
+        "_source_file varchar not null",
+        "_source_line integer not null",
+        "_file_sha256 varchar not null",
+        "_arrived_at timestamp not null",
+    ]
+
+
+def load_night(con: duckdb.DuckDBPyConnection, spec: AnySpec, night: date, settings: Settings) -> list[LoadResult]:
+    """Load every landed file of one feed and night (an original and its resends)."""
+    return [load_file(con, spec, lf, settings) for lf in landed_files(settings, spec.feed, night)]

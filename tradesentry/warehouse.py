@@ -1,0 +1,128 @@
+"""The DuckDB warehouse: connections and the tables Python stages own (raw, ops, detection).
+
+dbt owns the `staging`, `intermediate`, `marts` and `seeds` schemas; everything else is created here,
+idempotently, before any stage runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+DDL = """
+create schema if not exists raw;
+create schema if not exists ops;
+create schema if not exists detection;
+
+create table if not exists raw.landed_files (
+    feed varchar not null,
+    night date not null,
+    source_file varchar not null,
+    sha256 varchar not null,
+    bytes bigint not null,
+    rows_landed integer not null,
+    rows_rejected integer not null,
+    source_uri varchar,
+    arrived_at timestamp not null,
+    columns varchar[],
+    primary key (source_file)
+);
+
+create table if not exists raw.parse_rejects (
+    feed varchar not null,
+    night date not null,
+    source_file varchar not null,
+    source_line integer not null,
+    reason_code varchar not null,
+    reason varchar not null,
+    raw_line varchar
+);
+
+create table if not exists ops.feed_holds (
+    feed varchar not null,
+    night date not null,
+    reason_code varchar not null,
+    reason varchar not null,
+    held_at timestamp not null,
+    lifted_at timestamp
+);
+
+create table if not exists ops.quality_row_failures (
+    feed varchar not null,
+    night date not null,
+    source_file varchar not null,
+    source_line integer not null,
+    stage varchar not null,
+    expectation varchar not null,
+    reason_code varchar not null,
+    reason varchar not null,
+    severity varchar not null
+);
+
+create table if not exists detection.scores (
+    night date not null,
+    reporter_country varchar not null,
+    declaration_id varchar not null,
+    item_no integer not null,
+    declaration_key varchar not null,
+    score double not null,
+    detector_scores json,
+    detector_version varchar not null
+);
+
+create table if not exists detection.anomalies (
+    anomaly_id varchar not null,
+    night date not null,
+    kind varchar not null,
+    level varchar not null,
+    declaration_keys varchar[] not null,
+    primary_key varchar not null,
+    reporter_country varchar,
+    partner_country varchar,
+    countries varchar[],
+    flow varchar,
+    hs6 varchar,
+    trader_id varchar,
+    trader_name varchar,
+    score double not null,
+    rank integer not null,
+    detectors varchar[],
+    detector_scores json,
+    tail_probabilities json,
+    reasons varchar[],
+    peer_median_usd_per_kg double,
+    peer_count integer,
+    unit_value_usd_per_kg double,
+    value_at_stake_usd double,
+    detector_version varchar not null,
+    is_audit_pick boolean not null,
+    source_file varchar,
+    source_line integer
+);
+"""
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    return con
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(DDL)
+
+
+@contextmanager
+def open_warehouse(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that is always closed: under `dag.test()` every task shares one process, and an
+    open DuckDB handle would keep the file locked for the next task's dbt or GX connection."""
+    con = connect(path, read_only=read_only)
+    try:
+        if not read_only:
+            ensure_schema(con)
+        yield con
+    finally:
+        con.close()
