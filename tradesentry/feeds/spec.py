@@ -99,22 +99,37 @@ class SourceSpec(_Strict):
         return v
 
 
+class FixedWidthField(_Strict):
+    name: str = Field(description="Column name the mapping refers to.")
+    start: int = Field(ge=1, description="1-based position of the first character.")
+    width: int = Field(ge=1)
+
+
 class FormatSpec(_Strict):
     """How to read the file."""
 
-    kind: Literal["csv"] = "csv"
-    delimiter: str = Field(default=",", description="Field separator, e.g. ',', ';', '|' or '\\t'.")
+    kind: Literal["csv", "fixed_width", "xlsx", "jsonl", "parquet"] = "csv"
+    compression: Literal["auto", "none", "gzip", "zip"] = Field(
+        default="auto", description="auto: by the file name (.gz, .zip)."
+    )
+    delimiter: str = Field(default=",", description="Field separator, e.g. ',', ';', '|' or '\\t' (csv).")
     encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
     quote: str = '"'
     header: bool = True
+    header_rows: int = Field(default=1, ge=1, le=3, description="xlsx: header rows, joined with a space.")
+    skip_rows: int = Field(default=0, ge=0, description="Rows before the header (titles, notes).")
+    sheet: str | None = Field(default=None, description="xlsx: sheet name (default: the first).")
+    fields: list[FixedWidthField] = Field(default_factory=list, description="fixed_width: the columns.")
     decimal: Literal[".", ","] = Field(default=".", description="Decimal separator of numbers.")
     thousands: Literal["", ".", ",", " ", "'"] = Field(default="", description="Thousands separator, if any.")
     date_format: str = Field(default="%Y-%m-%d", description="strftime format of dates, e.g. %d/%m/%Y.")
 
     @model_validator(mode="after")
-    def _separators_differ(self) -> FormatSpec:
+    def _consistent(self) -> FormatSpec:
         if self.thousands and self.thousands == self.decimal:
             raise ValueError("thousands and decimal separators must differ")
+        if self.kind == "fixed_width" and not self.fields:
+            raise ValueError("fixed_width needs fields: [{name, start, width}, ...]")
         return self
 
 

@@ -16,6 +16,7 @@ import duckdb
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
 from tradesentry.landing.pull import LandedFile, landed_files
+from tradesentry.landing.readers import read_to_stage
 from tradesentry.settings import Settings
 
 AnySpec = FeedSpec | RatesFeedSpec
@@ -36,66 +37,38 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def raw_table(spec: AnySpec) -> str:
     return f"raw.{_q(spec.raw_table)}"
-
-
-def _csv_options(spec: AnySpec) -> str:
-    fmt = spec.format
-    delim = "\t" if fmt.delimiter in ("\\t", "tab") else fmt.delimiter
-    opts = {
-        "delim": _lit(delim),
-        "quote": _lit(fmt.quote),
-        "header": "true" if fmt.header else "false",
-        "encoding": _lit(fmt.encoding),
-        "all_varchar": "true",
-        "auto_detect": "true",
-    }
-    return ", ".join(f"{k}={v}" for k, v in opts.items())
 
 
 def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile, settings: Settings) -> LoadResult:
     """(Re)load one landed file: replaces that file's rows, so loading twice changes nothing."""
     path = landed.path(settings)
     tag = uuid.uuid4().hex[:10]
-    rej_table, rej_scan, stage = f"rej_{tag}", f"scan_{tag}", f"stage_{tag}"
+    stage = f"stage_{tag}"
     table = raw_table(spec)
     where = f"feed {spec.feed}, file {landed.source_file}"
     in_tx = False
     try:
-        con.execute(
-            f"create temp table {stage} as select row_number() over () as __row, * "
-            f"from read_csv({_lit(str(path))}, {_csv_options(spec)}, store_rejects=true, "
-            f"rejects_table={_lit(rej_table)}, rejects_scan={_lit(rej_scan)})"
-        )
+        rejects = read_to_stage(con, spec, str(path), stage, tag)
     except duckdb.Error as exc:
         raise RuntimeError(
-            f"{where}: DuckDB could not read the file as {spec.format.encoding} text with delimiter "
-            f"{spec.format.delimiter!r}: {exc}. Check format.encoding and format.delimiter in feeds/{spec.feed}.yaml."
+            f"{where}: could not be read as {spec.format.kind} ({spec.format.encoding}, delimiter "
+            f"{spec.format.delimiter!r}): {exc}. Check format in feeds/{spec.feed}.yaml."
         ) from exc
     try:
         columns = tuple(
             r[0] for r in con.execute(f"select column_name from (describe {stage})").fetchall() if r[0] != "__row"
         )
-        # The CSV reader numbers rejected lines from the top of the file (header = line 1 when present);
-        # good rows are numbered by their position. Map positions back to file lines by skipping the
-        # rejected ones.
-        offset = 1 if spec.format.header else 0
-        rejects = con.execute(
-            f"select distinct line - {offset} as source_line, first(csv_line), first(error_type::varchar), "
-            f"first(error_message) from {rej_table} group by line order by line"
-        ).fetchall()
         good = con.execute(f"select count(*) from {stage}").fetchone()[0]  # type: ignore[index]
         if rejects:
+            # Good records are numbered by position; map positions back to record numbers by
+            # skipping the rejected ones.
             total = good + len(rejects)
+            rejected = ", ".join(str(r.source_line) for r in rejects)
             con.execute(
                 f"create temp table map_{tag} as select sl as source_line, row_number() over (order by sl) as __row "
-                f"from (select unnest(range(1, {total + 1})) as sl) "
-                f"where sl not in (select line - {offset} from {rej_table})"
+                f"from (select unnest(range(1, {total + 1})) as sl) where sl not in ({rejected})"
             )
             line_expr, from_clause = "m.source_line", f"{stage} s join map_{tag} m using (__row)"
         else:
@@ -118,18 +91,18 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
             f"select ?, ?::date, ?, {line_expr}, ?, ?::timestamp, {scols} from {from_clause}",
             [spec.feed, landed.night, landed.source_file, landed.sha256, landed.arrived_at],
         )
-        for line, csv_line, err_type, err_msg in rejects:
+        for r in rejects:
             con.execute(
                 "insert into raw.parse_rejects values (?, ?::date, ?, ?, ?, ?, ?)",
                 [
                     spec.feed,
                     landed.night,
                     landed.source_file,
-                    int(line),
+                    r.source_line,
                     "unparseable_line",
-                    f"line {line} of {landed.source_file} could not be split into the header's "
-                    f"{len(columns)} columns ({str(err_type).lower()}): {str(err_msg).split('.')[0]}",
-                    csv_line,
+                    f"line {r.source_line} of {landed.source_file} could not be split into the header's "
+                    f"{len(columns)} columns ({r.error_type}): {r.message}",
+                    r.raw_line,
                 ],
             )
         con.execute(
@@ -154,7 +127,7 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
             con.execute("rollback")
         raise
     finally:
-        for t in (stage, f"map_{tag}", rej_table, rej_scan):
+        for t in (stage, f"map_{tag}"):
             con.execute(f"drop table if exists {t}")
     return LoadResult(spec.feed, landed.night, landed.source_file, good, len(rejects), columns)
 
