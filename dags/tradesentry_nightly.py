@@ -118,32 +118,24 @@ def tradesentry_nightly() -> None:
 
     @task(pool=WAREHOUSE_POOL)
     def publish() -> dict:  # type: ignore[type-arg]
+        """Publish the snapshot readers use and print the run summary into the task log."""
+        import json
+
         from tradesentry.pipeline.stages import publish as stage
-        from tradesentry.pipeline.summary import format_summary
+        from tradesentry.pipeline.summary import format_summary, summary_path
         from tradesentry.settings import get_settings
 
         settings = get_settings()
         night = _night(get_current_context())
         record = stage(settings, night)
-        from tradesentry.pipeline.runs import read_record
-
-        summary = read_record(settings, night, "publish")
-        print(format_summary(_load_summary(settings, night)))
-        return summary or record
+        print(format_summary(json.loads(summary_path(settings, night).read_text())))
+        return record
 
     feeds = list_feeds()
     pulled = pull.expand(feed=feeds)
     chain_start = load_raw()
     pulled >> chain_start
     chain_start >> validate_raw() >> harmonise() >> validate_harmonised() >> build_marts() >> detect() >> publish()
-
-
-def _load_summary(settings, night):  # type: ignore[no-untyped-def]
-    import json
-
-    from tradesentry.pipeline.summary import summary_path
-
-    return json.loads(summary_path(settings, night).read_text())
 
 
 tradesentry_nightly()
