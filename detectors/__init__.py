@@ -1,0 +1,53 @@
+"""Detector classes: fit on the history window, score a night, explain a row (see detectors.base)."""
+
+from __future__ import annotations
+
+from detectors.base import Detector, FeatureFrame, Reason, TailModel, significance
+from detectors.config import DEFAULT_DETECTORS, DetectionConfig
+from detectors.mirror import HsMismatch, MirrorMass, MirrorValue, OrphanExport
+from detectors.models import ECODTail, IForestPeer
+from detectors.peer_price import PeerPriceRule
+from detectors.weight import WeightRule
+
+REGISTRY: dict[str, type] = {
+    cls.name: cls
+    for cls in (
+        PeerPriceRule,
+        IForestPeer,
+        ECODTail,
+        WeightRule,
+        MirrorValue,
+        MirrorMass,
+        HsMismatch,
+        OrphanExport,
+    )
+}
+
+
+def build_detectors(config: DetectionConfig) -> list[Detector]:
+    """The detectors named in ``config.detectors``, in that order."""
+    unknown = [n for n in config.detectors if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown detectors {unknown}; known: {sorted(REGISTRY)}")
+    return [REGISTRY[n](config) for n in config.detectors]
+
+
+__all__ = [
+    "DEFAULT_DETECTORS",
+    "REGISTRY",
+    "DetectionConfig",
+    "Detector",
+    "ECODTail",
+    "FeatureFrame",
+    "HsMismatch",
+    "IForestPeer",
+    "MirrorMass",
+    "MirrorValue",
+    "OrphanExport",
+    "PeerPriceRule",
+    "Reason",
+    "TailModel",
+    "WeightRule",
+    "build_detectors",
+    "significance",
+]

@@ -1,0 +1,78 @@
+"""Which detectors run and their thresholds. Defaults come from :class:`tradesentry.settings.Settings`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_DETECTORS: tuple[str, ...] = (
+    "peer_price",
+    "iforest",
+    "ecod_tail",
+    "weight",
+    "mirror_value",
+    "mirror_mass",
+    "hs_mismatch",
+    "orphan_export",
+)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+
+    # windows (nights / days)
+    history_window_nights: int = 60
+    transit_window_days: int = 21
+
+    # peer statistics
+    min_peer_group: int = 8
+    spread_floor: float = 0.10  # floor on the robust spread of log values (1.4826 * MAD), ~10%
+    clean_k: float = (
+        3.5  # rows further than clean_k spreads from the median are left out of the cleaned median
+    )
+    cif_fob_factor: float = 1.06
+
+    # peer-price rule (EU "lowest acceptable price": 50% of the cleaned median)
+    low_price_ratio: float = 0.5
+    high_price_multiple: float = 3.0
+
+    # weight rule: mass per supplementary unit vs peers
+    weight_low_ratio: float = 0.5
+    weight_high_multiple: float = 2.0
+
+    # mirror (GFI "clean" pair bounds)
+    mirror_price_low: float = 0.75
+    mirror_price_high: float = 1.75
+    mirror_qty_tolerance: float = 0.025
+
+    # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
+    # than orphan_max_share of that night's exports (then a feed is late or held: p = that share)
+    orphan_significance: float = 4.0
+    orphan_max_share: float = 0.2
+
+    # model detectors
+    model_features: tuple[str, ...] = (
+        "z_uv", "z_vq", "z_mq", "rarity_partner", "rarity_origin", "volume_jump", "price_shift", "trader_new",
+    )  # fmt: skip
+    iforest_estimators: int = 100
+    iforest_max_samples: int = 256
+    fit_max_rows: int = 200_000  # history rows used to fit (deterministic sample by key hash)
+    seed: int = 20261128
+
+    # combining and flagging
+    bonus_weight: float = 0.5  # share of other families' significance added to the strongest one
+    bonus_min: float = 1.0  # significance a family needs before it adds anything
+    flag_min_significance: float = 3.0  # flag rows at or above this combined -log10 p, or when a rule fires
+    max_anomalies_per_night: int = 500
+    audit_picks_per_night: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Any = None, **overrides: Any) -> DetectionConfig:
+        values: dict[str, Any] = {}
+        if settings is not None:
+            for f in fields(cls):
+                if hasattr(settings, f.name):
+                    values[f.name] = getattr(settings, f.name)
+        cfg = cls(**values)
+        return replace(cfg, **overrides) if overrides else cfg

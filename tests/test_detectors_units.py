@@ -1,0 +1,114 @@
+"""Detector units: tail probabilities, batch independence, rules, orphans."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from detectors import (
+    DetectionConfig,
+    ECODTail,
+    FeatureFrame,
+    IForestPeer,
+    OrphanExport,
+    PeerPriceRule,
+    TailModel,
+    WeightRule,
+    build_detectors,
+)
+
+
+def _frame(n: int, seed: int = 0) -> FeatureFrame:
+    rng = np.random.default_rng(seed)
+    return FeatureFrame(
+        pd.DataFrame({"z_uv": rng.normal(size=n), "z_vq": rng.normal(size=n), "z_mq": rng.normal(size=n)})
+    )
+
+
+def test_tail_model_is_monotone_and_never_ties_past_the_history():
+    tm = TailModel(np.random.default_rng(1).normal(size=1000))
+    s = np.array([-5.0, 0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 20.0])
+    p = tm.p(s)
+    assert p[0] == 1.0 and np.all(np.diff(p) < 0) and p[-1] > 0
+    assert abs(tm.p(np.array([0.0]))[0] - 0.5) < 0.05
+    assert TailModel(np.zeros(0)).p(np.array([3.0]))[0] == 1.0
+
+
+def test_model_detectors_are_batch_independent_and_seeded():
+    hist, night = _frame(600, 1), _frame(50, 2)
+    for cls in (ECODTail, IForestPeer):
+        det = cls(DetectionConfig()).fit(hist)
+        batch = det.score(night)
+        alone = np.concatenate([det.score(FeatureFrame(night.df.iloc[[i]])) for i in range(len(night))])
+        np.testing.assert_allclose(batch, alone, rtol=0, atol=1e-12)
+        again = cls(DetectionConfig()).fit(hist).score(night)
+        np.testing.assert_array_equal(batch, again)
+
+
+def test_pyod_ecod_is_batch_dependent_which_is_why_ecod_tail_exists():
+    from pyod.models.ecod import ECOD
+
+    hist, night = _frame(300, 1), _frame(40, 2)
+    m = ECOD().fit(hist.df.to_numpy())
+    batch = m.decision_function(night.df.to_numpy())
+    alone = np.array([m.decision_function(night.df.to_numpy()[[i]])[0] for i in range(len(night))])
+    assert np.max(np.abs(batch - alone)) > 1e-6
+
+
+def test_peer_price_rule_thresholds_and_weight_split():
+    cfg = DetectionConfig()
+    rule, weight = PeerPriceRule(cfg), WeightRule(cfg)
+    med = math.log(20.0)
+    df = pd.DataFrame(
+        {
+            "l_uv": [
+                math.log(20 * 0.4),
+                math.log(20 * 0.6),
+                math.log(20 * 3.5),
+                math.log(20 / 4),
+                math.log(20 * 0.3),
+            ],
+            "uv_med": [med] * 5,
+            "uv_spread": [0.25] * 5,
+            # row 3: mass x4, value per unit unchanged; row 4: no quantity
+            "l_vq": [math.log(4 * 0.4), math.log(4 * 0.6), math.log(4 * 3.5), math.log(4), np.nan],
+            "vq_med": [math.log(4)] * 4 + [np.nan],
+            "l_mq": [math.log(0.2)] * 3 + [math.log(0.8), np.nan],
+            "mq_med": [math.log(0.2)] * 4 + [np.nan],
+            "mq_spread": [0.1] * 5,
+        }
+    )
+    f = FeatureFrame(df)
+    fires = rule.score(f) > 0
+    assert fires.tolist() == [True, False, True, False, True]
+    assert (weight.score(f) > 0).tolist() == [False, False, False, True, False]
+    row = df.iloc[0].to_dict() | {
+        "uv": 8.0,
+        "uv_n": 40,
+        "flow": "import",
+        "hs6": "610910",
+        "uv_level": "hs6",
+        "uv_group": "610910",
+    }
+    text = rule.explain(row)[0].text
+    assert text.startswith("Value: declared 8.00 USD/kg; HS 610910 import peers: median 20.0 USD/kg over 40")
+    assert "(0.40x)" in text
+
+
+def test_orphan_export_lone_vs_held_feed():
+    det = OrphanExport(DetectionConfig(orphan_significance=4.0, orphan_max_share=0.2))
+    df = pd.DataFrame(
+        {"is_orphan": [1, 1, 0], "orphan_dest_exports": [30, 10, 30], "orphan_dest_orphans": [1, 10, 1]}
+    )
+    s = det.score(FeatureFrame(df))
+    assert s[0] == 4.0 and s[1] == 0.0 and s[2] == 0.0
+    assert det.tail_p(s)[0] == 1e-4
+
+
+def test_registry_builds_the_configured_detectors():
+    dets = build_detectors(DetectionConfig(detectors=("peer_price", "orphan_export")))
+    assert [d.name for d in dets] == ["peer_price", "orphan_export"]
+    for d in build_detectors(DetectionConfig()):
+        assert d.name and d.version and d.family

@@ -1,0 +1,498 @@
+"""Score one night: features (SQL) -> detectors -> tail probabilities -> one ranked anomaly table.
+
+Combining: each detector's score becomes an empirical tail probability p among the history's scores
+of that detector (:class:`detectors.base.TailModel`), and a significance L = -log10 p. Detectors of
+one family (e.g. the peer-price rule, the isolation forest and the ECOD-style scorer all look at the
+value against peers) count once, by their strongest; the strongest family counts in full and every
+other family adds ``bonus_weight`` x (L - ``bonus_min``) when it is itself remarkable. The combined
+score is L / (L + 2) in [0, 1): 0.5 is one in a hundred, 0.6 one in a thousand; unlike 1 - p it never
+saturates, so rows far out in the tail keep their order.
+
+Writes for night N (delete night N, insert: idempotent):
+- ``detection.scores``: every declaration scored (night N's, plus earlier declarations charged by
+  tonight's mirror pairs or orphan check), score = combined;
+- ``detection.anomalies``: flagged rows (a rule fired or combined L >= ``flag_min_significance``),
+  at most ``max_anomalies_per_night``, plus ``audit_picks_per_night`` random unflagged declarations
+  (seeded by the night), ranked by score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from detectors import build_detectors
+from detectors.base import Detector, FeatureFrame, Reason, TailModel, finite, fmt_num, significance
+from detectors.config import DetectionConfig
+from detectors.peer_price import price_deviation
+from tradesentry.detection.features import FeatureBundle, build_features, drop_temp_tables, full_rows
+
+ENGINE_VERSION = "1.0"
+
+FIELD_OF_KIND = {
+    "undervaluation": "value",
+    "overvaluation": "value",
+    "unit_value_implausible_for_hs": "hs_code",
+    "weight_mismatch": "mass",
+    "mirror_value_mismatch": "consignment",
+    "mirror_mass_mismatch": "mass",
+    "hs_mismatch": "hs_code",
+    "orphan_export": "consignment",
+    "random_audit": "",
+}
+CONSIGNMENT_KINDS = {"mirror_value_mismatch", "mirror_mass_mismatch", "hs_mismatch"}
+FAMILY_KIND = {
+    "weight": "weight_mismatch",
+    "mirror_value": "mirror_value_mismatch",
+    "mirror_mass": "mirror_mass_mismatch",
+    "hs_mismatch": "hs_mismatch",
+    "orphan": "orphan_export",
+}
+
+
+def anomaly_id(kind: str, declaration_keys: list[str]) -> str:
+    """First 20 hex digits of sha256(kind + "\\n" + "\\n".join(sorted(keys))): never a score or run."""
+    payload = kind + "\n" + "\n".join(sorted(declaration_keys))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+@dataclass
+class NightScores:
+    """Everything scored for one night, in memory (run_detection writes it)."""
+
+    night: date
+    frame: FeatureFrame
+    detectors: list[Detector]
+    scores: dict[str, np.ndarray]  # raw score per detector
+    p: dict[str, np.ndarray]  # tail probability per detector
+    significance: np.ndarray  # combined -log10 p
+    combined: np.ndarray  # in [0, 1)
+    fired: np.ndarray  # a rule fired
+    bundle: FeatureBundle
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DetectionResult:
+    night: date
+    rows_scored: int
+    anomalies: int  # flagged (audit picks not counted)
+    audit_picks: int
+    by_kind: dict[str, int]
+    detector_version: str
+    timings: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (the night as an ISO date)."""
+        return {
+            "night": self.night.isoformat(),
+            "rows_scored": self.rows_scored,
+            "anomalies": self.anomalies,
+            "audit_picks": self.audit_picks,
+            "by_kind": dict(self.by_kind),
+            "detector_version": self.detector_version,
+            "timings": dict(self.timings),
+        }
+
+
+def detector_version(detectors: list[Detector], config: DetectionConfig) -> str:
+    cfg = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
+    parts = ",".join(f"{d.name}={d.version}" for d in detectors)
+    return f"engine={ENGINE_VERSION};{parts};config={cfg}"
+
+
+def _config(settings: Any, config: DetectionConfig | None) -> DetectionConfig:
+    if config is not None:
+        return config
+    return DetectionConfig.from_settings(settings)
+
+
+def score_night(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> NightScores:
+    """Features, fit on the history, score the night. No writes (temp tables only)."""
+    bundle = build_features(con, night, config)
+    timings = dict(bundle.timings)
+    frame, history = bundle.subjects, bundle.history
+    n = len(frame)
+    context = frame.col("is_context", 0.0) > 0
+    dets = build_detectors(config)
+    scores: dict[str, np.ndarray] = {}
+    pvals: dict[str, np.ndarray] = {}
+    fired = np.zeros(n, dtype=bool)
+    for det in dets:
+        t = time.perf_counter()
+        det.fit(history)
+        s = det.score(frame) if n else np.zeros(0)
+        tail_p = getattr(det, "tail_p", None)
+        p = tail_p(s) if tail_p is not None else TailModel(det.history_scores_).p(s)
+        if getattr(det, "scope", "night") == "night":
+            s = np.where(context, 0.0, s)
+            p = np.where(context, 1.0, p)
+        fires = getattr(det, "fires", None)
+        if fires is not None and n:
+            f = np.asarray(fires(frame), dtype=bool)
+            if getattr(det, "scope", "night") == "night":
+                f &= ~context
+            fired |= f
+        scores[det.name] = s
+        pvals[det.name] = p
+        timings[f"detector_{det.name}"] = time.perf_counter() - t
+    sig = _combine(dets, pvals, n, config)
+    combined = sig / (sig + 2.0)
+    return NightScores(night, frame, dets, scores, pvals, sig, combined, fired, bundle, timings)
+
+
+def _combine(
+    dets: list[Detector], pvals: dict[str, np.ndarray], n: int, config: DetectionConfig
+) -> np.ndarray:
+    fams: dict[str, np.ndarray] = {}
+    for det in dets:
+        L = significance(pvals[det.name])
+        fams[det.family] = np.maximum(fams[det.family], L) if det.family in fams else L
+    if not fams:
+        return np.zeros(n)
+    M = np.column_stack(list(fams.values()))
+    top = M.max(axis=1)
+    bonus = np.maximum(M - config.bonus_min, 0.0).sum(axis=1) - np.maximum(top - config.bonus_min, 0.0)
+    return top + config.bonus_weight * bonus
+
+
+def run_detection(
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    settings: Any = None,
+    config: DetectionConfig | None = None,
+) -> DetectionResult:
+    """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent)."""
+    from tradesentry.warehouse import ensure_schema
+
+    t0 = time.perf_counter()
+    cfg = _config(settings, config)
+    ensure_schema(con)
+    ns = score_night(con, night, cfg)
+    timings = ns.timings
+    version = detector_version(ns.detectors, cfg)
+
+    t = time.perf_counter()
+    anomalies = build_anomalies(con, ns, cfg, version)
+    timings["anomalies"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _write(con, ns, anomalies, version)
+    drop_temp_tables(con)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    flagged = [a for a in anomalies if not a["is_audit_pick"]]
+    return DetectionResult(
+        night=night,
+        rows_scored=len(ns.frame),
+        anomalies=len(flagged),
+        audit_picks=len(anomalies) - len(flagged),
+        by_kind=dict(sorted(Counter(a["kind"] for a in flagged).items())),
+        detector_version=version,
+        timings={k: round(v, 4) for k, v in timings.items()},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# anomalies (Python only for flagged rows)
+
+
+def _order(combined: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Indices by combined score descending, ties by key (deterministic)."""
+    return np.lexsort((keys, -combined))
+
+
+def select_rows(ns: NightScores, cfg: DetectionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of flagged rows (ranked, capped) and of the night's audit picks."""
+    n = len(ns.frame)
+    if n == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    # the frame is ordered by key, so the row position breaks ties exactly as the key would
+    flag = (ns.fired | (ns.significance >= cfg.flag_min_significance)) & (ns.significance > 0)
+    order = _order(ns.combined, np.arange(n))
+    flagged = order[flag[order]][: cfg.max_anomalies_per_night]
+    context = ns.frame.col("is_context", 0.0) > 0
+    pool_mask = ~context
+    pool_mask[flagged] = False
+    pool = np.flatnonzero(pool_mask)  # in key order
+    k = min(cfg.audit_picks_per_night, len(pool))
+    if k > 0:
+        rng = np.random.default_rng([cfg.seed, ns.night.toordinal()])
+        audit = np.sort(rng.choice(pool, size=k, replace=False))
+    else:
+        audit = np.zeros(0, dtype=int)
+    return flagged, audit
+
+
+def _missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _row(ns: NightScores, i: int, full: pd.DataFrame) -> dict[str, Any]:
+    row = {k: (None if _missing(v) else v) for k, v in full.loc[i].items()}
+    for d in ns.detectors:
+        row[f"s_{d.name}"] = float(ns.scores[d.name][i])
+        row[f"p_{d.name}"] = float(ns.p[d.name][i])
+        row[f"L_{d.name}"] = float(significance(np.array([ns.p[d.name][i]]))[0])
+    return row
+
+
+def _misclassified_as(
+    row: dict[str, Any], peers: pd.DataFrame, cfg: DetectionConfig
+) -> dict[str, Any] | None:
+    """Another HS6 of the same chapter and flow whose peers find this unit value typical."""
+    if not finite(row.get("l_uv")) or not row.get("hs6") or peers.empty:
+        return None
+    hs6 = str(row["hs6"])
+    cand = peers[
+        (peers["flow"] == row.get("flow"))
+        & (peers["hs6"] != hs6)
+        & (peers["hs6"].str[:2] == hs6[:2])
+        & (peers["n"] >= cfg.min_peer_group)
+    ]
+    if cand.empty:
+        return None
+    z = (float(row["l_uv"]) - cand["median_log_uv"]) / cand["spread"]
+    best = z.abs().idxmin()
+    if abs(float(z[best])) > 1.0:
+        return None
+    c = cand.loc[best]
+    return {"hs6": c["hs6"], "median": math.exp(float(c["median_log_uv"])), "n": int(c["n"])}
+
+
+def _family_L(row: dict[str, Any], dets: list[Detector]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in dets:
+        out[d.family] = max(out.get(d.family, 0.0), row[f"L_{d.name}"])
+    return out
+
+
+def _kind(
+    row: dict[str, Any], dets: list[Detector], peers: pd.DataFrame, cfg: DetectionConfig
+) -> tuple[str, Reason | None]:
+    fam = _family_L(row, dets)
+    # a fired rule family outranks a merely significant one only when it is at least as strong
+    best = max(sorted(fam), key=lambda f: fam[f])
+    if row.get("pair_hs_mismatch") and row.get("blame_hs") and fam.get("hs_mismatch", 0.0) >= cfg.bonus_min:
+        # the partner declared another HS code for the same consignment: the mirror says it all
+        return "hs_mismatch", None
+    if best == "value":
+        z_mq = row.get("z_mq")
+        z_vq = row.get("z_vq")
+        if (
+            finite(z_mq)
+            and abs(float(z_mq)) > 3
+            and (not finite(z_vq) or abs(float(z_vq)) < abs(float(z_mq)) / 2)
+        ):
+            return "weight_mismatch", None
+        d = float(price_deviation(FeatureFrame(pd.DataFrame([row])))[0])
+        if d == 0.0 and finite(row.get("z_uv")):
+            d = float(row["z_uv"])
+        if d < 0:
+            return "undervaluation", None
+        other = _misclassified_as(row, peers, cfg)
+        if other is not None:
+            text = (
+                f"HS code: {fmt_num(float(row['uv']))} USD/kg is implausible for HS {row.get('hs6')} but typical "
+                f"of HS {other['hs6']} {row.get('flow')} peers (median {fmt_num(other['median'])} USD/kg over "
+                f"{other['n']} declarations)"
+            )
+            return "unit_value_implausible_for_hs", Reason(text, "hs_code", fam["value"], "peer_stats")
+        return "overvaluation", None
+    return FAMILY_KIND.get(best, "undervaluation"), None
+
+
+def _reasons(row: dict[str, Any], kind: str, extra: Reason | None, dets: list[Detector]) -> list[str]:
+    by_family: dict[str, list[Reason]] = {}
+    for d in dets:
+        if row[f"L_{d.name}"] <= 0 and not row.get(f"s_{d.name}"):
+            continue
+        for r in d.explain(row):
+            by_family.setdefault(d.family, []).append(r)
+    # within a family: rules (with the peer numbers) before models, then by strength
+    rule_first = {"peer_price": 0, "weight": 0}
+    for fam, rs in by_family.items():
+        rs.sort(key=lambda r: (rule_first.get(r.detector, 1), -r.strength))
+        by_family[fam] = rs
+    primary_family = {
+        "undervaluation": "value",
+        "overvaluation": "value",
+        "unit_value_implausible_for_hs": "value",
+        "weight_mismatch": "weight",
+        "mirror_value_mismatch": "mirror_value",
+        "mirror_mass_mismatch": "mirror_mass",
+        "hs_mismatch": "hs_mismatch",
+        "orphan_export": "orphan",
+    }.get(kind)
+    out: list[Reason] = []
+    if extra is not None:
+        out.append(extra)
+    if primary_family in by_family:
+        out.append(by_family[primary_family][0])
+    if kind == "weight_mismatch" and primary_family not in by_family and "value" in by_family:
+        mass_reasons = [r for r in by_family["value"] if r.field == "mass"]
+        out.extend(mass_reasons[:1])
+    others = sorted(
+        (rs[0] for fam, rs in by_family.items() if fam != primary_family),
+        key=lambda r: -r.strength,
+    )
+    out.extend(others)
+    # then the remaining reasons of the primary family (e.g. the model view of a price anomaly)
+    if primary_family in by_family:
+        out.extend(by_family[primary_family][1:])
+    texts: list[str] = []
+    for r in out:
+        if r.text not in texts:
+            texts.append(r.text)
+    return texts[:3]
+
+
+def _value_at_stake(row: dict[str, Any], kind: str) -> float | None:
+    value = float(row["value"]) if finite(row.get("value")) else None
+    if kind in ("undervaluation", "overvaluation") and finite(row.get("uv_med")) and finite(row.get("mass")):
+        expected = math.exp(float(row["uv_med"])) * float(row["mass"])
+        if value is None:
+            return None
+        return max(expected - value, 0.0) if kind == "undervaluation" else max(value - expected, 0.0)
+    if (
+        kind == "mirror_value_mismatch"
+        and finite(row.get("pair_export_value"))
+        and finite(row.get("pair_import_value"))
+    ):
+        return abs(float(row["pair_export_value"]) - float(row["pair_import_value"]))
+    return value
+
+
+def build_anomalies(
+    con: duckdb.DuckDBPyConnection, ns: NightScores, cfg: DetectionConfig, version: str
+) -> list[dict[str, Any]]:
+    flagged, audit = select_rows(ns, cfg)
+    peers = ns.bundle.peer_stats_hs6
+    full = full_rows(con, sorted({int(i) for i in flagged} | {int(i) for i in audit}))
+    records: list[dict[str, Any]] = []
+    for idx, is_audit in [(int(i), False) for i in flagged] + [(int(i), True) for i in audit]:
+        row = _row(ns, idx, full)
+        kind, extra = _kind(row, ns.detectors, peers, cfg)
+        reasons = _reasons(row, kind, extra, ns.detectors)
+        if is_audit:
+            kind = "random_audit"
+            reasons = [
+                f"Random audit pick (seeded by the night): not flagged, combined score "
+                f"{ns.combined[idx]:.3f}; reviewed to measure what the ranking misses",
+                *reasons,
+            ][:3]
+        keys = [str(row["key"])]
+        level = "declaration"
+        countries = [row.get("reporter_country")]
+        if kind in CONSIGNMENT_KINDS and row.get("pair_partner_key"):
+            keys.append(str(row["pair_partner_key"]))
+            level = "consignment"
+            countries.append(row.get("pair_partner_country"))
+        contributing = sorted(
+            (d.name for d in ns.detectors if row[f"L_{d.name}"] >= cfg.bonus_min),
+            key=lambda name: -row[f"L_{name}"],
+        )
+        records.append(
+            {
+                "anomaly_id": anomaly_id(kind, keys),
+                "night": ns.night,
+                "kind": kind,
+                "level": level,
+                "declaration_keys": sorted(keys),
+                "primary_key": str(row["key"]),
+                "reporter_country": row.get("reporter_country"),
+                "partner_country": row.get("partner_country"),
+                "countries": sorted({c for c in countries if c}),
+                "flow": row.get("flow"),
+                "hs6": row.get("hs6"),
+                "trader_id": row.get("trader_id"),
+                "trader_name": row.get("trader_name"),
+                "score": float(ns.combined[idx]),
+                "rank": 0,
+                "detectors": contributing,
+                "detector_scores": json.dumps({d.name: round(row[f"s_{d.name}"], 6) for d in ns.detectors}),
+                "tail_probabilities": json.dumps(
+                    {d.name: float(f"{row[f'p_{d.name}']:.4g}") for d in ns.detectors}
+                ),
+                "reasons": reasons,
+                "peer_median_usd_per_kg": math.exp(float(row["uv_med"]))
+                if finite(row.get("uv_med"))
+                else None,
+                "peer_count": int(row["uv_n"]) if finite(row.get("uv_n")) else None,
+                "unit_value_usd_per_kg": float(row["uv"]) if finite(row.get("uv")) else None,
+                "value_at_stake_usd": _value_at_stake(row, kind),
+                "detector_version": version,
+                "is_audit_pick": is_audit,
+                "source_file": row.get("source_file"),
+                "source_line": int(row["source_line"]) if finite(row.get("source_line")) else None,
+            }
+        )
+    # one anomaly per id (the same consignment can be charged from both of tonight's sides)
+    seen: set[str] = set()
+    unique = []
+    for r in sorted(records, key=lambda r: (-r["score"], r["anomaly_id"])):
+        if r["anomaly_id"] not in seen:
+            seen.add(r["anomaly_id"])
+            unique.append(r)
+    for rank, r in enumerate(unique, start=1):
+        r["rank"] = rank
+    return unique
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+ANOMALY_COLUMNS = (
+    "anomaly_id, night, kind, level, declaration_keys, primary_key, reporter_country, partner_country, "
+    "countries, flow, hs6, trader_id, trader_name, score, rank, detectors, detector_scores, "
+    "tail_probabilities, reasons, peer_median_usd_per_kg, peer_count, unit_value_usd_per_kg, "
+    "value_at_stake_usd, detector_version, is_audit_pick, source_file, source_line"
+)
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, ns: NightScores, anomalies: list[dict[str, Any]], version: str
+) -> None:
+    out = pd.DataFrame({"pos": np.arange(len(ns.frame), dtype="int64"), "score": ns.combined})
+    names = [d.name for d in ns.detectors]
+    for name in names:
+        out[f"s_{name}"] = np.round(ns.scores[name], 6)
+    json_expr = "json_object(" + ", ".join(f"'{n}', s_{n}" for n in names) + ")" if names else "'{}'"
+    con.register("_ts_scores_out", out)
+    try:
+        con.execute("begin transaction")
+        con.execute("delete from detection.scores where night = ?", [ns.night])
+        con.execute(
+            f"""insert into detection.scores
+                select ?, s.reporter_country, s.declaration_id, cast(s.item_no as integer),
+                    s.key, o.score, cast({json_expr} as json), ?
+                from _ts_scores_out o join _ts_subj s using (pos)""",
+            [ns.night, version],
+        )
+        con.execute("delete from detection.anomalies where night = ?", [ns.night])
+        if anomalies:
+            placeholders = ", ".join("?" for _ in ANOMALY_COLUMNS.split(","))
+            con.executemany(
+                f"insert into detection.anomalies ({ANOMALY_COLUMNS}) values ({placeholders})",
+                [[a[c.strip()] for c in ANOMALY_COLUMNS.split(",")] for a in anomalies],
+            )
+        con.execute("commit")
+    except Exception:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("_ts_scores_out")

@@ -1,0 +1,378 @@
+"""Features for scoring one night, in DuckDB SQL.
+
+Scoring night N reads the declarations *as of N* (``marts.fct_declarations`` with ``night <= N``, plus
+the versions in ``marts.fct_declaration_history`` that were replaced only after N) and uses as history
+exactly the W nights ``[N-W, N-1]`` (W = ``history_window_nights``): whatever else is loaded, a rerun
+of N gives the same features.
+
+Per declaration:
+- robust z-scores of log value per kg (``z_uv``), log value per supplementary unit (``z_vq``) and
+  log mass per unit (``z_mq``) within the history's declarations of the same HS6 and flow (and
+  quantity unit), falling back to HS4 then HS2 when the group has fewer than ``min_peer_group``
+  declarations; median and spread (1.4826 x MAD, floored) of the cleaned group (rows more than
+  ``clean_k`` spreads from the raw median left out);
+- route rarity: -ln share of this HS6 x partner (and HS6 x origin) among the HS6's history;
+- trader: declarations in the history (``trader_new`` when none), volume jump
+  ln((tonight + 1) / (per-night history + 1)), price shift (z_uv minus the trader's median z_uv);
+  history rows are computed leaving their own night out, so they look like the night scored;
+- mirror (``fct_consignment_matches`` pairs whose later side is night N): FOB value log ratio, mass log
+  ratio, HS mismatch, and which side is blamed;
+- orphan exports: exports to a member declared on N - ``transit_window_days`` with no matching import
+  declared by N (computed as of N, not from the mart's status column).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+
+from detectors.base import FeatureFrame
+from detectors.config import DetectionConfig
+
+METRICS: dict[str, tuple[str, bool]] = {
+    # prefix: (log expression over _ts_m columns, keyed by quantity unit)
+    "uv": ("l_uv", False),
+    "vq": ("l_vq", True),
+    "mq": ("l_mq", True),
+}
+
+TEMP_TABLES = (
+    "_ts_decl",
+    "_ts_m",
+    "_ts_st_uv",
+    "_ts_st_vq",
+    "_ts_st_mq",
+    "_ts_z",
+    "_ts_f",
+    "_ts_pairs",
+    "_ts_mirror",
+    "_ts_orph",
+    "_ts_subj",
+)
+HISTORY_COLUMNS = {
+    "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
+    "z_vq", "mq_n", "mq_med", "mq_spread", "z_mq", "rarity_partner", "rarity_origin", "trader_new",
+    "volume_jump", "price_shift", "quantity", "mass", "value",
+}  # fmt: skip
+
+
+@dataclass
+class FeatureBundle:
+    night: date
+    subjects: FeatureFrame  # night N declarations + earlier ones in tonight's pairs / orphan exports
+    history: FeatureFrame  # sample of the history rows (fit), extras["pairs"]: history mirror pairs
+    peer_stats_hs6: pd.DataFrame  # (flow, hs6, n, median_log_uv, spread) of value per kg
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _lit(d: date) -> str:
+    return f"DATE '{d.isoformat()}'"
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _decl_select(src: str, where: str, cif: float) -> str:
+    return f"""
+        select declaration_key as key, reporter_country, declaration_id, cast(item_no as integer) as item_no,
+            night, lower(flow) as flow, hs6, coalesce(hs4, left(hs6, 4)) as hs4,
+            coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id, trader_name,
+            cast(quantity as double) as quantity, quantity_unit, coalesce(quantity_unit, '') as qunit,
+            cast(net_mass_kg as double) as mass, cast(customs_value_usd as double) as value,
+            cast(coalesce(statistical_value_usd, customs_value_usd
+                / case when upper(valuation_basis) = 'CIF' then {cif} else 1.0 end) as double) as fob_value,
+            source_file, cast(source_line as integer) as source_line
+        from {src}
+        where {where}"""
+
+
+def _stats_sql(prefix: str, cfg: DetectionConfig) -> str:
+    expr, keyed = METRICS[prefix]
+    unit = "qunit" if keyed else "''"
+    floor = cfg.spread_floor
+    raw_parts = []
+    clean_parts = []
+    for lvl in ("hs6", "hs4", "hs2"):
+        raw_parts.append(
+            f"select '{lvl}' as level, flow, {lvl} as grp, qunit, count(*) as n, median(x) as med0, "
+            f"mad(x) as mad0 from h group by flow, {lvl}, qunit"
+        )
+        clean_parts.append(
+            f"select r.level, r.flow, r.grp, r.qunit, h.x from r join h on r.level = '{lvl}' "
+            f"and h.flow = r.flow and h.{lvl} = r.grp and h.qunit = r.qunit "
+            f"where abs(h.x - r.med0) <= {cfg.clean_k} * greatest(1.4826 * r.mad0, {floor})"
+        )
+    return f"""
+        create or replace temp table _ts_st_{prefix} as
+        with h as (
+            select flow, hs6, hs4, hs2, {unit} as qunit, {expr} as x
+            from _ts_m where is_hist and {expr} is not null
+        ),
+        r as ({" union all ".join(raw_parts)}),
+        c as ({" union all ".join(clean_parts)}),
+        cs as (select level, flow, grp, qunit, median(x) as med, mad(x) as mad from c group by all)
+        select r.level, r.flow, r.grp, r.qunit, r.n, coalesce(cs.med, r.med0) as med,
+            greatest(1.4826 * coalesce(cs.mad, r.mad0), {floor}) as spread
+        from r left join cs using (level, flow, grp, qunit)"""
+
+
+def _pick_sql(prefix: str, cfg: DetectionConfig) -> tuple[str, str]:
+    """Select list and joins choosing HS6, else HS4, else HS2 peers for one metric."""
+    expr, keyed = METRICS[prefix]
+    unit = "m.qunit" if keyed else "''"
+    mp = cfg.min_peer_group
+    a6, a4, a2 = f"{prefix}6", f"{prefix}4", f"{prefix}2"
+    joins = "\n".join(
+        f"left join _ts_st_{prefix} {a} on {a}.level = '{lvl}' and {a}.flow = m.flow "
+        f"and {a}.grp = m.{lvl} and {a}.qunit = {unit}"
+        for a, lvl in ((a6, "hs6"), (a4, "hs4"), (a2, "hs2"))
+    )
+
+    def pick(col6: str, col4: str, col2: str) -> str:
+        return (
+            f"case when {a6}.n >= {mp} then {col6} when {a4}.n >= {mp} then {col4} "
+            f"when {a2}.n >= {mp} then {col2} end"
+        )
+
+    cols = f"""
+        {pick("'hs6'", "'hs4'", "'hs2'")} as {prefix}_level,
+        {pick("m.hs6", "m.hs4", "m.hs2")} as {prefix}_group,
+        {pick(f"{a6}.n", f"{a4}.n", f"{a2}.n")} as {prefix}_n,
+        {pick(f"{a6}.med", f"{a4}.med", f"{a2}.med")} as {prefix}_med,
+        {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as {prefix}_spread,
+        ({expr} - {pick(f"{a6}.med", f"{a4}.med", f"{a2}.med")})
+            / {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as z_{prefix}"""
+    return cols, joins
+
+
+def build_features(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> FeatureBundle:
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    W = config.history_window_nights
+    T = config.transit_window_days
+    N = _lit(night)
+    h_lo = _lit(night - timedelta(days=W))
+    h_hi = _lit(night - timedelta(days=1))
+    lo = _lit(night - timedelta(days=max(W, T)))
+    cif = float(config.cif_fob_factor)
+
+    # 1. declarations as of N, nights [lo, N]
+    src = _decl_select("marts.fct_declarations", f"night between {lo} and {N}", cif)
+    if _table_exists(con, "marts", "fct_declaration_history"):
+        src += "\nunion all\n" + _decl_select(
+            "marts.fct_declaration_history",
+            f"night between {lo} and {N} and replaced_by_night > {N}",
+            cif,
+        )
+    con.execute(f"create or replace temp table _ts_decl as {src}")
+    con.execute(f"""
+        create or replace temp table _ts_m as
+        select *,
+            case when value > 0 and mass > 0 then ln(value / mass) end as l_uv,
+            case when value > 0 and quantity > 0 then ln(value / quantity) end as l_vq,
+            case when mass > 0 and quantity > 0 then ln(mass / quantity) end as l_mq,
+            case when value > 0 and mass > 0 then value / mass end as uv,
+            night between {h_lo} and {h_hi} as is_hist
+        from _ts_decl""")
+    timings["load"] = time.perf_counter() - t0
+
+    # 2. peer statistics of the history, per metric and level
+    t = time.perf_counter()
+    for prefix in METRICS:
+        con.execute(_stats_sql(prefix, config))
+    selects, joins = [], []
+    for prefix in METRICS:
+        c, j = _pick_sql(prefix, config)
+        selects.append(c)
+        joins.append(j)
+    con.execute(f"""
+        create or replace temp table _ts_z as
+        select m.*, {",".join(selects)}
+        from _ts_m m
+        {" ".join(joins)}""")
+    timings["peer_stats"] = time.perf_counter() - t
+
+    # 3. route rarity and trader features (history rows leave themselves / their night out)
+    t = time.perf_counter()
+    con.execute(f"""
+        create or replace temp table _ts_f as
+        with rh as (select flow, hs6, count(*) as n from _ts_m where is_hist group by all),
+        rp as (select flow, hs6, coalesce(partner_country, '') as pc, count(*) as c
+               from _ts_m where is_hist group by all),
+        ro as (select flow, hs6, coalesce(origin_country, '') as oc, count(*) as c
+               from _ts_m where is_hist group by all),
+        tn as (select reporter_country, trader_id, night, count(*) as c
+               from _ts_m where trader_id is not null and (is_hist or night = {N}) group by all),
+        th as (select reporter_country, trader_id, count(*) as tot, median(z_uv) as med_z
+               from _ts_z where trader_id is not null and is_hist group by all)
+        select z.*,
+            greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) as route_hs6_n,
+            greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) as route_partner_n,
+            greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) as route_origin_n,
+            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
+               / (greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_partner,
+            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
+               / (greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_origin,
+            case when z.trader_id is null then null
+                 else coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end
+            end as trader_prev_n,
+            tn.c as trader_night_n,
+            case when z.trader_id is null then null
+                 else (coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end) = 0
+            end::double as trader_new,
+            case when z.trader_id is null then null
+                 else ln((coalesce(tn.c, 0) + 1.0) / ((coalesce(th.tot, 0)
+                     - case when z.is_hist then coalesce(tn.c, 0) else 0 end) / {float(W)} + 1.0))
+            end as volume_jump,
+            z.z_uv - th.med_z as price_shift
+        from _ts_z z
+        left join rh on rh.flow = z.flow and rh.hs6 = z.hs6
+        left join rp on rp.flow = z.flow and rp.hs6 = z.hs6 and rp.pc = coalesce(z.partner_country, '')
+        left join ro on ro.flow = z.flow and ro.hs6 = z.hs6 and ro.oc = coalesce(z.origin_country, '')
+        left join tn on tn.reporter_country = z.reporter_country and tn.trader_id = z.trader_id
+            and tn.night = z.night
+        left join th on th.reporter_country = z.reporter_country and th.trader_id = z.trader_id""")
+    timings["route_trader"] = time.perf_counter() - t
+
+    # 4. mirror pairs (as of N: both sides declared by N) and orphan exports
+    t = time.perf_counter()
+    if _table_exists(con, "marts", "fct_consignment_matches"):
+        matches = """(select distinct export_key, import_key from marts.fct_consignment_matches
+                      where export_key is not null and import_key is not null)"""
+    else:
+        matches = "(select null::varchar as export_key, null::varchar as import_key where false)"
+    con.execute(f"""
+        create or replace temp table _ts_pairs as
+        select m.export_key, m.import_key, e.night as e_night, i.night as i_night,
+            greatest(e.night, i.night) as done_night,
+            e.reporter_country as e_country, i.reporter_country as i_country,
+            e.fob_value as e_val, i.fob_value as i_val, e.mass as e_mass, i.mass as i_mass,
+            e.hs6 as e_hs6, i.hs6 as i_hs6,
+            case when e.fob_value > 0 and i.fob_value > 0 then ln(i.fob_value / e.fob_value) end as lr_value,
+            case when e.mass > 0 and i.mass > 0 then ln(i.mass / e.mass) end as lr_mass,
+            (e.hs6 <> i.hs6)::int as hs_mismatch
+        from {matches} m
+        join _ts_decl e on e.key = m.export_key and e.flow = 'export'
+        join _ts_decl i on i.key = m.import_key and i.flow = 'import'""")
+    con.execute(f"""
+        create or replace temp table _ts_mirror as
+        with np as (
+            select p.*,
+                sign(coalesce(lr_value, 0)) * coalesce(zi.z_vq, zi.z_uv, 0)
+                    >= -sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) as bv_imp,
+                sign(coalesce(lr_mass, 0)) * coalesce(zi.z_mq, -zi.z_uv, 0)
+                    >= -sign(coalesce(lr_mass, 0)) * coalesce(ze.z_mq, -ze.z_uv, 0) as bm_imp,
+                abs(coalesce(zi.z_uv, 0)) >= abs(coalesce(ze.z_uv, 0)) as bh_imp
+            from _ts_pairs p
+            join _ts_z ze on ze.key = p.export_key
+            join _ts_z zi on zi.key = p.import_key
+            where p.done_night = {N}
+        ),
+        sides as (
+            select export_key as key, import_key as pair_partner_key, i_country as pair_partner_country,
+                i_hs6 as pair_partner_hs6, not bv_imp as blame_value, not bm_imp as blame_mass,
+                not bh_imp as blame_hs, np.*
+            from np
+            union all
+            select import_key as key, export_key as pair_partner_key, e_country as pair_partner_country,
+                e_hs6 as pair_partner_hs6, bv_imp as blame_value, bm_imp as blame_mass,
+                bh_imp as blame_hs, np.*
+            from np
+        )
+        select key, pair_partner_key, pair_partner_country, pair_partner_hs6,
+            blame_value::int as blame_value, blame_mass::int as blame_mass, blame_hs::int as blame_hs,
+            lr_value as pair_lr_value, lr_mass as pair_lr_mass, hs_mismatch as pair_hs_mismatch,
+            e_val as pair_export_value, i_val as pair_import_value,
+            e_mass as pair_export_mass, i_mass as pair_import_mass
+        from sides
+        qualify row_number() over (partition by key order by abs(coalesce(lr_value, 0)) desc,
+            pair_partner_key) = 1""")
+    export_night = _lit(night - timedelta(days=T))
+    con.execute(f"""
+        create or replace temp table _ts_orph as
+        with members as (select distinct reporter_country as c from _ts_decl),
+        ex as (
+            select d.key, d.partner_country,
+                d.key not in (select export_key from _ts_pairs) as is_orphan
+            from _ts_decl d
+            where d.flow = 'export' and d.night = {export_night}
+              and d.partner_country in (select c from members)
+              and d.partner_country <> d.reporter_country
+        )
+        select key, is_orphan::int as is_orphan,
+            count(*) over (partition by partner_country) as orphan_dest_exports,
+            sum(is_orphan::int) over (partition by partner_country) as orphan_dest_orphans
+        from ex""")
+    timings["mirror"] = time.perf_counter() - t
+
+    # 5. fetch: tonight's rows (+ context rows) and a deterministic history sample
+    t = time.perf_counter()
+    con.execute(f"""
+        create or replace temp table _ts_subj as
+        select row_number() over (order by f.key) - 1 as pos,
+            f.* exclude (is_hist, qunit), f.night < {N} as is_context,
+            mi.* exclude (key), coalesce(o.is_orphan, 0) as is_orphan,
+            o.orphan_dest_exports, o.orphan_dest_orphans,
+            exp(pst.med) as partner_hs_uv_med
+        from _ts_f f
+        left join _ts_mirror mi on mi.key = f.key
+        left join _ts_orph o on o.key = f.key and o.is_orphan = 1
+        left join _ts_st_uv pst on pst.level = 'hs6' and pst.flow = f.flow
+            and pst.grp = mi.pair_partner_hs6 and pst.qunit = ''
+        where f.night = {N} or mi.key is not null or o.key is not null""")
+    timings["subjects_table"] = time.perf_counter() - t
+    # detectors read numbers only; descriptive columns are fetched for flagged rows (full_rows)
+    numeric = [
+        name
+        for name, typ in con.execute("select column_name, column_type from (describe _ts_subj)").fetchall()
+        if typ in ("DOUBLE", "BIGINT", "INTEGER", "HUGEINT", "BOOLEAN", "FLOAT", "DECIMAL(18,3)")
+        or typ.startswith("DECIMAL")
+    ]
+    subjects = con.execute(f"select {', '.join(numeric)} from _ts_subj order by pos").df()
+    hist_cols = [c for c in numeric if c in HISTORY_COLUMNS]
+    history = con.execute(f"""
+        select night, {", ".join(hist_cols)} from (
+            select * from _ts_f where is_hist order by md5(key) limit {int(config.fit_max_rows)}
+        ) order by key""").df()
+    pairs = con.execute(f"""
+        select lr_value, lr_mass, hs_mismatch from _ts_pairs
+        where done_night between {h_lo} and {h_hi} order by export_key, import_key""").df()
+    peer = con.execute("""
+        select flow, grp as hs6, n, med as median_log_uv, spread from _ts_st_uv
+        where level = 'hs6' order by flow, grp""").df()
+    timings["fetch"] = time.perf_counter() - t
+    timings["features_total"] = time.perf_counter() - t0
+
+    return FeatureBundle(
+        night=night,
+        subjects=FeatureFrame(subjects, night),
+        history=FeatureFrame(history, night, extras={"pairs": pairs}),
+        peer_stats_hs6=peer,
+        timings=timings,
+    )
+
+
+def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int]) -> pd.DataFrame:
+    """All columns of tonight's rows at these positions (for explanations), indexed by position."""
+    if not positions:
+        return pd.DataFrame()
+    con.register("_ts_pos", pd.DataFrame({"pos": positions}))
+    try:
+        df = con.execute("select s.* from _ts_subj s join _ts_pos p using (pos) order by pos").df()
+    finally:
+        con.unregister("_ts_pos")
+    return df.set_index("pos", drop=False)
+
+
+def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for name in TEMP_TABLES:
+        con.execute(f"drop table if exists {name}")
