@@ -115,13 +115,45 @@ def publish_snapshot(settings: Settings, night: date, keep: int = 5) -> dict[str
         )
         con.execute(f"attach '{tmp_path}' as snap")
         try:
+            detector_version = con.execute(
+                "select max(detector_version) from detection.anomalies where night = ?", [night]
+            ).fetchone()
             con.execute(
                 "create table snap.snapshot_info as select ?::date as night, ? as run_id, "
-                "current_timestamp as created_at, ? as synthetic",
-                [night, run_id, bool(summary.get("synthetic"))],
+                "current_timestamp::timestamp as published_at, ? as detector_version, ? as nights_covered, "
+                "? as synthetic, ? as note",
+                [
+                    night,
+                    run_id,
+                    detector_version[0] if detector_version else None,
+                    PUBLISH_WINDOW_NIGHTS,
+                    bool(summary.get("synthetic")),
+                    "SYNTHETIC sample data" if summary.get("synthetic") else None,
+                ],
             )
+            # One row per feed for the app's status strip, and the whole summary as JSON for tools.
             con.execute(
-                "create table snap.run_summary as select ?::date as night, ?::json as summary",
+                "create table snap.run_summary (night date, run_id varchar, feed varchar, country varchar, "
+                "status varchar, error varchar, landed integer, harmonised integer, quarantined integer, held integer)"
+            )
+            for feed, e in sorted(summary["feeds"].items()):
+                con.execute(
+                    "insert into snap.run_summary values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        night,
+                        run_id,
+                        feed,
+                        e.get("country"),
+                        e.get("status"),
+                        e.get("error"),
+                        e.get("landed", 0),
+                        e.get("harmonised", 0),
+                        e.get("quarantined", 0),
+                        e.get("held", 0),
+                    ],
+                )
+            con.execute(
+                "create table snap.run_summary_json as select ?::date as night, ?::json as summary",
                 [night, json.dumps(summary, default=str)],
             )
             for table, select in _snapshot_sql(night.isoformat(), settings.history_window_nights):
