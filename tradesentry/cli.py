@@ -164,6 +164,10 @@ def cmd_feeds(args: argparse.Namespace, settings: Settings) -> int:
         for p in paths:
             print(f"wrote {p}")
         return 0
+    if args.feeds_cmd in ("init", "validate", "preview", "backfill"):
+        from tradesentry.feeds.onboard_cli import run as run_onboarding
+
+        return run_onboarding(args, settings, _progress)
     return 2
 
 
@@ -228,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_parser("check", help="validate every feed YAML against the schema")
     fs.add_parser("schema", help="write feeds/feed.schema.json for editors")
     fs.add_parser("generate", help="write the dbt staging models and GX suites the feeds need")
+    from tradesentry.feeds.onboard_cli import register as register_onboarding
+
+    register_onboarding(fs, _date)
     s.set_defaults(func=cmd_feeds)
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,25 @@ def _line_for(loc: tuple[str | int, ...], located: _Located) -> int | None:
     return None
 
 
+_MESSAGE_LOC = re.compile(r"\b([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_]+))?\b")
+
+
+def _loc_from_message(msg: str) -> tuple[str | int, ...]:
+    """Whole-spec checks (raised with no location) name the key they are about, e.g. "versions[1] ..."
+    or "set conventions.currency ...": point the error at that key's line, not the top of the file."""
+    keys = set(FeedSpec.model_fields)
+    for m in _MESSAGE_LOC.finditer(msg.removeprefix("Value error, ")):
+        if m.group(1) not in keys:
+            continue
+        loc: list[str | int] = [m.group(1)]
+        if m.group(2) is not None:
+            loc.append(int(m.group(2)))
+        if m.group(3) is not None:
+            loc.append(m.group(3))
+        return tuple(loc)
+    return ()
+
+
 def load_feed_file(path: Path, defaults: dict[str, Any] | None = None) -> AnySpec:
     """Validate one feed file (merged over the defaults); raise FeedSpecError naming file:line and field."""
     located = _load_with_lines(path)
@@ -96,7 +116,7 @@ def load_feed_file(path: Path, defaults: dict[str, Any] | None = None) -> AnySpe
     except ValidationError as exc:
         messages = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
+            loc = tuple(err["loc"]) or _loc_from_message(str(err["msg"]))
             line = _line_for(loc, located)
             field = ".".join(str(p) for p in loc) or "(top level)"
             where = f"{path}:{line}" if line else str(path)

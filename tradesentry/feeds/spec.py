@@ -7,9 +7,17 @@ editors use to complete and check the files while they are typed.
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 # The canonical fields a feed maps its columns to. Order is the order of the staging models.
 CANONICAL_FIELDS: dict[str, str] = {
@@ -190,6 +198,57 @@ class SchemaContract(_Strict):
     on_missing_column: Literal["stop"] = "stop"
 
 
+def _override_model(model: type[BaseModel]) -> type[BaseModel]:
+    """The same fields as `model`, every one optional and unset by default: a partial override.
+
+    Generated rather than written out so that a field added to the model is overridable at once.
+    Constraints are checked when the override is merged into the spec and the result validated.
+    """
+    fields: dict[str, Any] = {
+        name: (f.annotation | None, Field(default=None, description=f.description))
+        for name, f in model.model_fields.items()
+    }
+    return create_model(
+        f"{model.__name__}Override",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__=f"Partial {model.__name__}: only the keys that differ in this version.",
+        **fields,
+    )
+
+
+FormatOverride = _override_model(FormatSpec)
+ConventionsOverride = _override_model(ConventionsSpec)
+ValueMapsOverride = _override_model(ValueMaps)
+
+
+class SpecVersion(_Strict):
+    """An older layout of the feed: how it differed from the current one, from `valid_from` on.
+
+    A version applies to the nights from its `valid_from` up to the next version's (or the feed's
+    own `valid_from`, where the current layout starts). Only the keys that differ are written; in
+    `columns`, `null` removes a field the older layout did not have.
+    """
+
+    valid_from: date = Field(description="First night this older layout applies to.")
+    format: FormatOverride | None = None  # type: ignore[valid-type]
+    columns: dict[FieldName, str | None] | None = Field(
+        default=None,
+        description="Canonical field -> the older file's column name (null: not in that layout).",
+    )
+    conventions: ConventionsOverride | None = None  # type: ignore[valid-type]
+    value_maps: ValueMapsOverride | None = None  # type: ignore[valid-type]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
 class FeedSpec(_Strict):
     """One country's declarations feed."""
 
@@ -209,6 +268,47 @@ class FeedSpec(_Strict):
     value_maps: ValueMaps = Field(default_factory=ValueMaps)
     quality: QualitySpec = Field(default_factory=QualitySpec)
     schema_contract: SchemaContract = Field(default_factory=SchemaContract)
+    versions: list[SpecVersion] = Field(
+        default_factory=list,
+        description=(
+            "Older layouts with the nights they apply to, so old files still parse. The keys above "
+            "describe the current layout (from valid_from); staging is generated from it."
+        ),
+    )
+
+    def _apply(self, v: SpecVersion) -> FeedSpec:
+        base = self.model_dump(exclude={"versions"})
+        over = v.model_dump(exclude_none=True, exclude={"columns"})
+        merged = _merge(base, over)
+        if v.columns is not None:
+            cols = {**base["columns"], **v.columns}
+            merged["columns"] = {k: c for k, c in cols.items() if c is not None}
+        merged["valid_from"] = v.valid_from
+        return FeedSpec.model_validate(merged)
+
+    def for_night(self, night: date) -> FeedSpec:
+        """The spec in force for a night: the current layout, or the older version covering it.
+
+        Nights before the oldest version get the oldest version: it is the closest known layout.
+        """
+        if not self.versions or self.valid_from is None or night >= self.valid_from:
+            return self
+        ordered = sorted(self.versions, key=lambda v: v.valid_from)
+        chosen = ordered[0]
+        for v in ordered:
+            if v.valid_from <= night:
+                chosen = v
+        return self._apply(chosen)
+
+    def renames_for_night(self, night: date) -> dict[str, str]:
+        """Older column name -> current column name for a night's layout, through the canonical field
+        both map (fields only the older layout maps keep their names)."""
+        old = self.for_night(night)
+        return {
+            col: self.columns[field]
+            for field, col in old.columns.items()
+            if field in self.columns and self.columns[field] != col
+        }
 
     @model_validator(mode="after")
     def _complete(self) -> FeedSpec:
@@ -222,6 +322,35 @@ class FeedSpec(_Strict):
         dupes = {c for c in self.columns.values() if list(self.columns.values()).count(c) > 1}
         if dupes:
             raise ValueError(f"columns: a file column is mapped twice: {sorted(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _versions(self) -> FeedSpec:
+        if not self.versions:
+            return self
+        if self.valid_from is None:
+            raise ValueError(
+                "valid_from: set the first night of the current layout when the feed has versions"
+            )
+        seen: set[date] = set()
+        for i, v in enumerate(self.versions):
+            if v.valid_from >= self.valid_from:
+                raise ValueError(
+                    f"versions[{i}].valid_from {v.valid_from} must be before the current layout's "
+                    f"valid_from {self.valid_from}"
+                )
+            if v.valid_from in seen:
+                raise ValueError(f"versions[{i}].valid_from {v.valid_from} is given twice")
+            seen.add(v.valid_from)
+            try:
+                self._apply(v)
+            except ValidationError as exc:
+                why = "; ".join(
+                    (".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "")
+                    + e["msg"].removeprefix("Value error, ")
+                    for e in exc.errors()
+                )
+                raise ValueError(f"versions[{i}] (valid_from {v.valid_from}): {why}") from None
         return self
 
     @property

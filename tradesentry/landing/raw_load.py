@@ -16,7 +16,7 @@ import duckdb
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
 from tradesentry.landing.pull import LandedFile, landed_files
-from tradesentry.landing.readers import read_to_stage
+from tradesentry.landing.readers import ReadError, read_to_stage
 from tradesentry.settings import Settings
 
 AnySpec = FeedSpec | RatesFeedSpec
@@ -49,14 +49,22 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
     table = raw_table(spec)
     where = f"feed {spec.feed}, file {landed.source_file}"
     in_tx = False
+    # An older layout (spec versions) is read with its own format; its columns are renamed below to
+    # the current layout's names, because staging is generated from the current layout only.
+    layout = spec.for_night(date.fromisoformat(landed.night)) if isinstance(spec, FeedSpec) else spec
     try:
-        rejects = read_to_stage(con, spec, str(path), stage, tag)
-    except duckdb.Error as exc:
+        rejects = read_to_stage(con, layout, str(path), stage, tag)
+    except (duckdb.Error, ReadError) as exc:
+        fmt = layout.format
+        how = f"{fmt.encoding}, delimiter {fmt.delimiter!r}" if fmt.kind == "csv" else fmt.encoding
+        version = f" (layout valid from {layout.valid_from})" if layout is not spec else ""
         raise RuntimeError(
-            f"{where}: could not be read as {spec.format.kind} ({spec.format.encoding}, delimiter "
-            f"{spec.format.delimiter!r}): {exc}. Check format in feeds/{spec.feed}.yaml."
+            f"{where}: could not be read as {fmt.kind}{version} ({how}): {exc}. "
+            f"Check format in feeds/{spec.feed}.yaml."
         ) from exc
     try:
+        if layout is not spec:
+            _rename_to_current(con, stage, spec.renames_for_night(date.fromisoformat(landed.night)))
         columns = tuple(
             r[0] for r in con.execute(f"select column_name from (describe {stage})").fetchall() if r[0] != "__row"
         )
@@ -101,7 +109,10 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
                     r.source_line,
                     "unparseable_line",
                     f"line {r.source_line} of {landed.source_file} could not be split into the header's "
-                    f"{len(columns)} columns ({r.error_type}): {r.message}",
+                    f"{len(columns)} columns ({r.error_type}): {r.message}"
+                    if layout.format.kind == "csv"
+                    else f"record {r.source_line} of {landed.source_file} could not be read "
+                    f"({r.error_type}): {r.message}",
                     r.raw_line,
                 ],
             )
@@ -130,6 +141,26 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
         for t in (stage, f"map_{tag}"):
             con.execute(f"drop table if exists {t}")
     return LoadResult(spec.feed, landed.night, landed.source_file, good, len(rejects), columns)
+
+
+def _rename_to_current(con: duckdb.DuckDBPyConnection, stage: str, renames: dict[str, str]) -> None:
+    """Rename an older layout's columns to the current names (old column -> field -> current column).
+
+    Two steps through temporary names, so that swapped names (A->B, B->A) rename cleanly; a column
+    the older file has under a current name it does not map keeps its data under `<name> (old)`.
+    """
+    present = [r[0] for r in con.execute(f"select column_name from (describe {stage})").fetchall()]
+    renames = {old: new for old, new in renames.items() if old in present}
+    if not renames:
+        return
+    targets = set(renames.values())
+    for c in present:
+        if c in targets and c not in renames:
+            con.execute(f"alter table {stage} rename column {_q(c)} to {_q(c + ' (old)')}")
+    for i, old in enumerate(renames):
+        con.execute(f"alter table {stage} rename column {_q(old)} to {_q(f'__renaming_{i}')}")
+    for i, new in enumerate(renames.values()):
+        con.execute(f"alter table {stage} rename column {_q(f'__renaming_{i}')} to {_q(new)}")
 
 
 def _meta_ddl() -> list[str]:

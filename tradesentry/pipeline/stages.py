@@ -204,14 +204,17 @@ def run_night(settings: Settings, night: date) -> dict[str, Any]:
     return build_summary(settings, night, started_at=started)
 
 
-def backfill(settings: Settings, first: date, last: date, score: bool = True) -> dict[str, Any]:
+def backfill(
+    settings: Settings, first: date, last: date, score: bool = True, feeds: list[str] | None = None
+) -> dict[str, Any]:
     """Load a range of nights in one pass: pull and load every night, one dbt build for all of them,
-    then score each night against its own history window."""
+    then score each night against its own history window. `feeds`: pull only these feeds (a new
+    feed's history); the later stages still run over every feed, as the nightly run does."""
     from tradesentry.pipeline.summary import build_summary
 
     started = datetime.now(UTC)
     nights = nights_between(first, last)
-    pulled = pull_range(settings, nights)
+    pulled = pull_range(settings, nights, feeds)
     load_raw(settings, nights)
     validate_raw(settings, nights)
     harmonise(settings)
