@@ -1,0 +1,170 @@
+-- Mirror matching: each export of a member country A to a member country B, matched to B's import
+-- from A of the same consignment. First by the normalised transport reference (items of one
+-- consignment paired in HS6, then mass order), then, for exports no reference matched, by HS6 +
+-- country pair + net mass within a tolerance + import 0-30 days after the export. Unmatched exports
+-- are `orphan` once older than transit_window_days at as_of_night, `pending` before that.
+
+{%- set tolerance = var('fallback_mass_tolerance', 0.05) | float %}
+{%- set max_transit = var('fallback_max_transit_days', 30) | int %}
+{%- set window = var('transit_window_days', 21) | int %}
+
+with
+
+declarations as (
+    select * from {{ ref('fct_declarations') }}
+),
+
+members as (
+    select country_code from {{ ref('dim_countries') }}
+    where is_member
+),
+
+as_of as (
+    -- var as_of_night, else the latest night landed, else the latest night declared.
+    select
+        coalesce(
+            {{ ts_date_literal(var('as_of_night', none)) }},
+            (select max(landed_files.night) from {{ source('raw', 'landed_files') }} as landed_files),
+            (select max(declarations.night) from declarations)
+        ) as as_of_night
+),
+
+exports as (
+    select *
+    from declarations
+    where
+        flow = 'export'
+        and reporter_country in (select m.country_code from members as m)
+        and partner_country in (select m.country_code from members as m)
+),
+
+imports as (
+    select *
+    from declarations
+    where
+        flow = 'import'
+        and reporter_country in (select m.country_code from members as m)
+        and partner_country in (select m.country_code from members as m)
+),
+
+-- 1. By reference: the k-th export item of a consignment pairs with its k-th import item.
+exports_by_ref as (
+    select
+        declaration_key,
+        reporter_country,
+        partner_country,
+        consignment_ref_norm,
+        row_number() over (
+            partition by reporter_country, partner_country, consignment_ref_norm
+            order by hs6, net_mass_kg, declaration_key
+        ) as item_rank
+    from exports
+    where consignment_ref_norm is not null
+),
+
+imports_by_ref as (
+    select
+        declaration_key,
+        reporter_country,
+        partner_country,
+        consignment_ref_norm,
+        row_number() over (
+            partition by reporter_country, partner_country, consignment_ref_norm
+            order by hs6, net_mass_kg, declaration_key
+        ) as item_rank
+    from imports
+    where consignment_ref_norm is not null
+),
+
+reference_pairs as (
+    select
+        e.declaration_key as export_key,
+        i.declaration_key as import_key,
+        'reference' as match_method
+    from exports_by_ref as e
+    inner join imports_by_ref as i
+        on
+            e.reporter_country = i.partner_country
+            and e.partner_country = i.reporter_country
+            and e.consignment_ref_norm = i.consignment_ref_norm
+            and e.item_rank = i.item_rank
+),
+
+-- 2. Fallback for the rest: same HS6 and country pair, mass within tolerance, import 0-N days
+-- after the export; each side keeps its closest candidate and only mutual choices pair up.
+fallback_candidates as (
+    select
+        e.declaration_key as export_key,
+        i.declaration_key as import_key,
+        abs(i.net_mass_kg - e.net_mass_kg) / nullif(e.net_mass_kg, 0) as mass_gap,
+        {{ ts_days_between('e.declaration_date', 'i.declaration_date') }} as transit_days
+    from exports as e
+    inner join imports as i
+        on
+            e.reporter_country = i.partner_country
+            and e.partner_country = i.reporter_country
+            and e.hs6 = i.hs6
+            and e.declaration_date <= i.declaration_date
+            and e.declaration_date + {{ max_transit }} >= i.declaration_date
+            and abs(e.net_mass_kg - i.net_mass_kg) <= {{ tolerance }} * e.net_mass_kg
+    where
+        e.declaration_key not in (select r.export_key from reference_pairs as r)
+        and i.declaration_key not in (select r.import_key from reference_pairs as r)
+),
+
+fallback_ranked as (
+    select
+        export_key,
+        import_key,
+        row_number() over (
+            partition by export_key order by mass_gap, transit_days, import_key
+        ) as export_choice,
+        row_number() over (
+            partition by import_key order by mass_gap, transit_days, export_key
+        ) as import_choice
+    from fallback_candidates
+),
+
+fallback_pairs as (
+    select
+        export_key,
+        import_key,
+        'fallback' as match_method
+    from fallback_ranked
+    where export_choice = 1 and import_choice = 1
+),
+
+pairs as (
+    select * from reference_pairs
+    union all
+    select * from fallback_pairs
+)
+
+select
+    e.consignment_ref_norm,
+    e.declaration_key as export_key,
+    i.declaration_key as import_key,
+    e.reporter_country as exporter_country,
+    e.partner_country as importer_country,
+    p.match_method,
+    case
+        when i.declaration_key is not null then 'matched'
+        when {{ ts_days_between('e.declaration_date', 'as_of.as_of_night') }} > {{ window }} then 'orphan'
+        else 'pending'
+    end as status,
+    e.night as export_night,
+    i.night as import_night,
+    e.hs6 as export_hs6,
+    i.hs6 as import_hs6,
+    case when i.declaration_key is not null then e.hs6 <> i.hs6 end as hs_mismatch,
+    i.statistical_value_usd / nullif(e.statistical_value_usd, 0) as value_ratio,
+    i.net_mass_kg / nullif(e.net_mass_kg, 0) as mass_ratio,
+    {{ ts_days_between('e.declaration_date', 'i.declaration_date') }} as transit_days,
+    e.statistical_value_usd as export_value_usd,
+    i.statistical_value_usd as import_value_usd
+from exports as e
+cross join as_of
+left join pairs as p
+    on e.declaration_key = p.export_key
+left join imports as i
+    on p.import_key = i.declaration_key
