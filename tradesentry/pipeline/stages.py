@@ -7,8 +7,10 @@ retried or re-run task leaves the same tables behind.
 from __future__ import annotations
 
 import logging
+import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -22,6 +24,15 @@ from tradesentry.warehouse import open_warehouse
 log = logging.getLogger("tradesentry.pipeline")
 
 AnySpec = FeedSpec | RatesFeedSpec
+
+
+@contextmanager
+def _stage(what: str) -> Iterator[None]:
+    """Progress on long steps: the stage name, then its wall time."""
+    t0 = time.perf_counter()
+    print(f"[{time.strftime('%H:%M:%S')}]   {what} ...", flush=True)
+    yield
+    print(f"[{time.strftime('%H:%M:%S')}]   {what}: {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def nights_between(first: date, last: date) -> list[date]:
@@ -114,9 +125,11 @@ def validate_raw(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
 
     feeds = load_feeds(settings.feeds_dir)
     out: dict[str, Any] = {}
+    nights = list(nights)
     for night in nights:
-        result = gate(settings, night, feeds)
-        record = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+        # Data Docs once, after the last night: rebuilding the site per night is most of the cost.
+        result = gate(settings, night, feeds, build_docs=night == nights[-1])
+        record = result.to_dict()
         write_record(settings, night, "validate-raw", record)
         out[night.isoformat()] = record
     return out
@@ -126,9 +139,10 @@ def validate_harmonised(settings: Settings, nights: Iterable[date]) -> dict[str,
     from tradesentry.quality.gates import validate_harmonised as gate
 
     out: dict[str, Any] = {}
+    nights = list(nights)
     for night in nights:
-        result = gate(settings, night)
-        record = result.as_dict() if hasattr(result, "as_dict") else dict(result)
+        result = gate(settings, night, build_docs=night == nights[-1])
+        record = result.to_dict()
         write_record(settings, night, "validate-harmonised", record)
         out[night.isoformat()] = record
     return out
@@ -138,20 +152,18 @@ def validate_harmonised(settings: Settings, nights: Iterable[date]) -> dict[str,
 
 
 def harmonise(settings: Settings) -> None:
-    """dbt: staging and intermediate models (everything but the marts)."""
-    from tradesentry.harmonise.dbt_runner import run_dbt
+    """dbt: seeds, staging and intermediate models (everything but the marts)."""
+    from tradesentry.harmonise.dbt_runner import harmonise as dbt_harmonise
 
-    run_dbt(["build", "--exclude", "marts"], settings)
+    dbt_harmonise(settings)
 
 
 def build_marts(settings: Settings, as_of: date | None = None) -> None:
-    """dbt: the marts, after the harmonised checks have written their quarantine rows."""
-    from tradesentry.harmonise.dbt_runner import run_dbt
+    """dbt: the marts, after the harmonised checks have written their quarantine rows. `as_of` is
+    the night consignment statuses (pending / orphan) are computed for."""
+    from tradesentry.harmonise.dbt_runner import build_marts as dbt_marts
 
-    args = ["build", "--select", "marts"]
-    if as_of is not None:
-        args += ["--vars", f"{{as_of_night: '{as_of.isoformat()}'}}"]
-    run_dbt(args, settings)
+    dbt_marts(settings, vars={"as_of_night": as_of.isoformat()} if as_of else None)
 
 
 # ------------------------------------------------------------------------------------------- detect
@@ -214,15 +226,23 @@ def backfill(
 
     started = datetime.now(UTC)
     nights = nights_between(first, last)
-    pulled = pull_range(settings, nights, feeds)
-    load_raw(settings, nights)
-    validate_raw(settings, nights)
-    harmonise(settings)
-    validate_harmonised(settings, nights)
-    build_marts(settings, as_of=last)
+    with _stage(f"pull {len(nights)} nights"):
+        pulled = pull_range(settings, nights, feeds)
+    with _stage("load raw"):
+        load_raw(settings, nights)
+    with _stage("validate raw (Great Expectations)"):
+        validate_raw(settings, nights)
+    with _stage("harmonise (dbt staging + intermediate)"):
+        harmonise(settings)
+    with _stage("validate harmonised (Great Expectations)"):
+        validate_harmonised(settings, nights)
+    with _stage("build marts (dbt)"):
+        build_marts(settings, as_of=last)
     if score:
-        detect(settings, nights)
-    publish(settings, last)
+        with _stage(f"detect {len(nights)} nights"):
+            detect(settings, nights)
+    with _stage("publish"):
+        publish(settings, last)
     summary = build_summary(settings, last, started_at=started)
     summary["backfill"] = {"from": first.isoformat(), "to": last.isoformat(), "pull_failures": pulled["failures"]}
     return summary

@@ -356,11 +356,23 @@ def _gx_context(settings: Settings) -> Any:
     return ctx
 
 
+# The Data Docs index lists the stored validation results; building it reads every one of them, so
+# keep a bounded number (about a fortnight of nightly runs of both gates) to keep a run's cost flat.
+DOCS_KEEP_RESULTS = 14 * 10
+
+
+def _prune_results(base: Path, keep: int) -> None:
+    files = sorted(base.rglob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
 def _run_gx(
     settings: Settings,
     batches: list[tuple[str, str, dict[str, Any], set[str] | None]],
     keys: tuple[str, ...],
     datasource_name: str,
+    build_docs: bool = True,
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """Validate (asset name, query, suite, batch columns) with one checkpoint; returns the GX result per
     asset name and the expectations skipped per asset. Always closes GX's engine."""
@@ -393,7 +405,9 @@ def _run_gx(
             gx.Checkpoint(
                 name=f"{datasource_name}_gate",
                 validation_definitions=vds,
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+                # Data Docs are built once below, not per validation: GX's action rebuilds the whole
+                # site (reloading every stored result) after each validation definition.
+                actions=[],
                 result_format={
                     "result_format": "SUMMARY",
                     "unexpected_index_column_names": list(keys),
@@ -405,6 +419,9 @@ def _run_gx(
         run = cp.run()
         for vr in run.run_results.values():
             results[vr.meta["active_batch_definition"]["data_asset_name"]] = vr
+        if build_docs:
+            _prune_results(settings.reports / "gx" / "validations", DOCS_KEEP_RESULTS)
+            ctx.build_data_docs()
     finally:
         gx_duckdb.close_datasource(ds)
     return results, skipped
@@ -635,7 +652,9 @@ def _decide(
 # ---------------------------------------------------------------- raw gate
 
 
-def validate_raw(settings: Settings, night: date, feeds: list[FeedSpec]) -> RawGateResult:
+def validate_raw(
+    settings: Settings, night: date, feeds: list[FeedSpec], build_docs: bool = True
+) -> RawGateResult:
     """Validate each feed's raw batch for the night; hold the feeds that fail a critical check.
 
     Writes, idempotently: ``ops.quality_row_failures`` (the feed's rows for this night and stage
@@ -660,6 +679,7 @@ def validate_raw(settings: Settings, night: date, feeds: list[FeedSpec]) -> RawG
         [(f"raw__{f}", b.query, b.suite, set(b.columns)) for f, b in batches.items()],
         _KEYS,
         "warehouse_raw",
+        build_docs,
     )
     if gx_results:
         result.data_docs_index = settings.reports / "data_docs" / "index.html"
@@ -724,7 +744,7 @@ def harmonised_query(night: date) -> str:
     return f"SELECT * FROM {S.HARMONISED_RELATION} WHERE row_status = 'ok' AND night = DATE '{night.isoformat()}'"
 
 
-def validate_harmonised(settings: Settings, night: date) -> HarmonisedGateResult:
+def validate_harmonised(settings: Settings, night: date, build_docs: bool = True) -> HarmonisedGateResult:
     """Validate the night's converted rows (``intermediate.int_declarations_converted``, row_status
     'ok'). Reads the columns ``suites.HARMONISED_COLUMNS``. Failing rows go to
     ``ops.quality_row_failures`` (stage 'quality', expectation ``harmonised.<name>``), replacing this
@@ -756,6 +776,7 @@ def validate_harmonised(settings: Settings, night: date) -> HarmonisedGateResult
         [("harmonised__declarations", query, suite, set(cols))],
         _HARMONISED_KEYS,
         "warehouse_harmonised",
+        build_docs,
     )
     result.data_docs_index = settings.reports / "data_docs" / "index.html"
     with open_warehouse(settings.warehouse) as con:
