@@ -56,12 +56,12 @@ def _spec(settings: Settings, feed: str) -> AnySpec:
 # --------------------------------------------------------------------------------------------- pull
 
 
-def pull(settings: Settings, feed: str, night: date) -> dict[str, Any]:
+def pull(settings: Settings, feed: str, night: date, spec: AnySpec | None = None) -> dict[str, Any]:
     """Land one feed's file for one night. Records the outcome, then re-raises any failure so that
     Airflow shows the task failed (and retries it) while the other feeds go on."""
     from tradesentry.landing.pull import pull_feed
 
-    spec = _spec(settings, feed)
+    spec = spec or _spec(settings, feed)
     started = datetime.now(UTC).isoformat()
     try:
         landed = pull_feed(spec, night, settings)
@@ -82,11 +82,15 @@ def pull_range(settings: Settings, nights: Iterable[date], feeds: Iterable[str] 
     """Backfill's pull: every feed and night in one process; failures are recorded, not raised."""
     failures: list[str] = []
     landed = 0
-    wanted = list(feeds) if feeds is not None else feed_ids(settings)
+    specs = {s.feed: s for s in load_all(settings.feeds_dir)}
+    wanted = list(feeds) if feeds is not None else list(specs)
+    unknown = [f for f in wanted if f not in specs]
+    if unknown:
+        raise KeyError(f"no enabled feed {unknown} in {settings.feeds_dir}")
     for night in nights:
         for feed in wanted:
             try:
-                pull(settings, feed, night)
+                pull(settings, feed, night, specs[feed])
                 landed += 1
             except Exception as exc:
                 failures.append(str(exc))

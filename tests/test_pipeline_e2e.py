@@ -1,0 +1,160 @@
+"""The whole nightly pipeline on a small seeded sample: backfill, then the Airflow DAG via dag.test().
+
+One sample and one warehouse for the module (tests only read it, except the last ones that run
+further nights). Floors here are smoke floors, not the evaluation (that is `tradesentry evaluate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tradesentry.settings import Settings, get_settings
+
+REPO = Path(__file__).resolve().parents[1]
+LAST = date(2026, 11, 27)
+NIGHTS = 36
+FIRST = LAST - timedelta(days=NIGHTS - 1)
+DAG_NIGHT = LAST - timedelta(days=1)  # run through the DAG twice (idempotence)
+MISSING_NIGHT = LAST  # one country's file deleted
+
+pytestmark = pytest.mark.slow
+
+
+def _airflow(*args: str) -> None:
+    exe = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(exe), *args], check=True, env=os.environ.copy(), capture_output=True, text=True)
+
+
+def _dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["tradesentry_nightly"]
+
+
+def _dag_test(night: date):
+    dag = _dag()
+    return dag.test(logical_date=datetime(night.year, night.month, night.day, 3, tzinfo=__import__("datetime").UTC))
+
+
+def _table_hash(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, str]:
+    rows = con.execute(sql).fetchall()
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(repr(r).encode())
+    return len(rows), h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run() -> dict:
+    from tradesentry.pipeline.stages import backfill
+    from tradesentry.samplegen import generate
+
+    settings: Settings = get_settings()
+    info = generate(settings.samples, start=FIRST, nights=NIGHTS, seed=11, scale=0.3)
+    backfill(settings, FIRST, DAG_NIGHT - timedelta(days=1))
+    _airflow("db", "migrate")
+    dagrun = _dag_test(DAG_NIGHT)
+    summary = json.loads((settings.reports / "runs" / DAG_NIGHT.isoformat() / "summary.json").read_text())
+    return {"settings": settings, "info": info, "dagrun": dagrun, "summary": summary}
+
+
+def _state(settings: Settings, night: date) -> dict[str, tuple[int, str]]:
+    n = night.isoformat()
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return {
+            "fct_declarations": _table_hash(con, "select * exclude (arrived_at) from marts.fct_declarations order by declaration_key"),
+            "fct_quarantine": _table_hash(con, "select * from marts.fct_quarantine order by all"),
+            "anomalies": _table_hash(
+                con,
+                f"select anomaly_id, kind, score, rank, reasons from detection.anomalies where night = '{n}' order by anomaly_id",
+            ),
+            "scores": _table_hash(con, f"select * from detection.scores where night = '{n}' order by declaration_key"),
+        }
+
+
+def test_dag_run_succeeds_and_summary_is_complete(run: dict) -> None:
+    assert str(run["dagrun"].state) in ("success", "DagRunState.SUCCESS")
+    summary = run["summary"]
+    assert set(summary["feeds"]) == {"xa", "xb", "xc", "xd", "xe", "xf", "xg"}
+    for feed, entry in summary["feeds"].items():
+        assert entry["status"] == "ok", (feed, entry)
+        assert entry["landed"] > 0
+        assert entry["landed"] == entry["harmonised"] + entry["quarantined"] + entry["held"], (feed, entry)
+    assert summary["anomalies_total"] > 0
+    assert Path(summary["paths"]["anomalies_csv"]).exists()
+
+
+def test_snapshot_published_and_readable(run: dict) -> None:
+    from tradesentry.publish import current_snapshot
+
+    snap = current_snapshot(run["settings"].published)
+    assert snap is not None and snap.exists()
+    with duckdb.connect(str(snap), read_only=True) as con:
+        assert con.execute("select night from snapshot_info").fetchone()[0] == DAG_NIGHT
+        assert con.execute("select count(*) from anomalies").fetchone()[0] > 0
+        # Every subject declaration of an anomaly is in the snapshot with its landed file and line.
+        missing = con.execute(
+            "select count(*) from anomaly_declarations a left join declarations d using (declaration_key) "
+            "where a.role = 'subject' and d.source_file is null"
+        ).fetchone()[0]
+        assert missing == 0
+
+
+def test_injected_anomalies_rank_near_the_top(run: dict) -> None:
+    """Smoke floor: at least 60% of each injected kind among the top 5% of scored declarations."""
+    settings = run["settings"]
+    truth = Path(run["info"].ground_truth)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        con.execute(f"create temp table truth as select * from read_csv('{truth}', all_varchar=true)")
+        rows = con.execute(
+            """
+            with s as (
+                select night, reporter_country, declaration_id, item_no, score,
+                       percent_rank() over (partition by night order by score desc) as pr
+                from detection.scores
+            )
+            select t.kind, count(*) as n, count(*) filter (where s.pr <= 0.05) as top
+            from truth t join s
+              on s.reporter_country = t.reporter_country and s.declaration_id = t.declaration_id
+             and s.item_no = cast(t.item_no as integer)
+            where lower(t.is_anomaly) = 'true' and t.kind <> 'phantom_export'
+            group by t.kind order by t.kind
+            """
+        ).fetchall()
+    assert rows, "no injected anomaly was scored"
+    for kind, n, top in rows:
+        assert top / n >= 0.6, f"{kind}: only {top}/{n} in the top 5%"
+
+
+def test_rerunning_a_night_is_idempotent(run: dict) -> None:
+    settings = run["settings"]
+    before = _state(settings, DAG_NIGHT)
+    dagrun = _dag_test(DAG_NIGHT)
+    assert str(dagrun.state) in ("success", "DagRunState.SUCCESS")
+    after = _state(settings, DAG_NIGHT)
+    assert after == before
+
+
+def test_missing_feed_file_does_not_stop_the_others(run: dict) -> None:
+    settings = run["settings"]
+    victim = next((settings.samples / "xc").glob(f"*{MISSING_NIGHT:%Y%m%d}*"))
+    victim.unlink()
+    dagrun = _dag_test(MISSING_NIGHT)
+    pulls = {ti.map_index: ti.state for ti in dagrun.get_task_instances() if ti.task_id == "pull"}
+    assert "failed" in {str(s).split(".")[-1].lower() for s in pulls.values()}
+    summary = json.loads((settings.reports / "runs" / MISSING_NIGHT.isoformat() / "summary.json").read_text())
+    assert summary["feeds"]["xc"]["status"] == "failed"
+    assert victim.name in summary["feeds"]["xc"]["error"]
+    others = {f: e for f, e in summary["feeds"].items() if f != "xc"}
+    assert all(e["status"] == "ok" and e["harmonised"] > 0 for e in others.values()), others
