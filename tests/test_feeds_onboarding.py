@@ -183,33 +183,5 @@ def test_name_hints_are_multilingual() -> None:
 # ------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture
-def nightly_pipeline() -> None:
-    """For the lead: a settings/data fixture in which `tradesentry sample` + the DAG can run
-    (sample feeds generated, history backfilled). Skips until the pipeline is wired."""
-    pytest.skip("left for the lead: wire to the integrated pipeline's fixture (sample feeds + backfill)")
-
-
-@pytest.mark.slow
-def test_new_feed_reaches_the_nightly_run(nightly_pipeline: None, env: Path) -> None:  # pragma: no cover
-    """After init, edits, validate --enable and generate, the next dag.test() includes the feed:
-    its rows reach marts.fct_declarations and its anomalies appear in detection.anomalies."""
-    from datetime import date
-
-    import duckdb
-
-    from tradesentry.settings import get_settings
-
-    night = date(2026, 11, 27)
-    samples = env / "samples" / "xj"
-    samples.mkdir(parents=True)
-    jsonl_nested(samples / "xj_20261127.jsonl")
-    assert main(["feeds", "init", "xj", "--sample", str(samples / "xj_20261127.jsonl")]) == 0
-    assert main(["feeds", "validate", "xj", "--enable"]) == 0
-    assert main(["feeds", "generate"]) == 0
-    from airflow.models.dagbag import DagBag
-
-    dag = DagBag(str(REPO_ROOT / "dags"), include_examples=False).get_dag("tradesentry_nightly")
-    dag.test(logical_date=night)  # type: ignore[union-attr]
-    con = duckdb.connect(str(get_settings().warehouse), read_only=True)
-    assert con.execute("select count(*) from marts.fct_declarations where feed = 'xj'").fetchone()[0] > 0  # type: ignore[index]
+# The end-to-end part (the new feed in the next dag.test() run) lives in test_pipeline_e2e.py, which
+# has the sample history it needs.
