@@ -6,10 +6,25 @@
 {%- set max_rate_age = var('max_rate_age_days', 7) | int %}
 {%- set cif_fob = var('cif_fob_factor', 1.06) | float %}
 
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ ts_converted_prepare_incremental() }}"
+) }}
+
+-- Incremental by night (macros/incremental.sql): a night's rows depend only on that night's landed
+-- rows, its holds and quality failures and the exchange rates, so a nightly build converts the
+-- nights that changed (tonight's, as a rule) instead of the whole history; the pre-hook deletes
+-- those nights first. `dbt build --full-refresh` rebuilds everything and gives the same rows.
+
 with
 
 declarations as (
     select * from {{ ref('int_declarations_unioned') }}
+    {%- if is_incremental() %}
+    where night in (select d.night from {{ this.schema }}.int_declarations_converted__dirty as d)
+    {%- endif %}
 ),
 
 country_codes as (

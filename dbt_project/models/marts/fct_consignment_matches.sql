@@ -20,10 +20,12 @@ members as (
 ),
 
 as_of as (
-    -- var as_of_night, else the latest night landed, else the latest night declared.
+    -- var as_of_night (or env TRADESENTRY_AS_OF_NIGHT, which the pipeline sets so that --vars stay
+    -- the same from one invocation and night to the next and dbt can parse partially), else the
+    -- latest night landed, else the latest night declared.
     select
         coalesce(
-            {{ ts_date_literal(var('as_of_night', none)) }},
+            {{ ts_date_literal(var('as_of_night', none) or env_var('TRADESENTRY_AS_OF_NIGHT', '')) }},
             (select max(landed_files.night) from {{ source('raw', 'landed_files') }} as landed_files),
             (select max(declarations.night) from declarations)
         ) as as_of_night

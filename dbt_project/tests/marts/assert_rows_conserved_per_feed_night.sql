@@ -1,3 +1,5 @@
+{{ config(tags=['critical']) }}
+
 -- Conservation, per feed and night: every landed row (raw rows + parse rejects) is in exactly one of
 -- fct_declarations, fct_declaration_history, fct_quarantine, fct_held_rows. Returns the feeds/nights
 -- where the counts differ.
