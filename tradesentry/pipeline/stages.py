@@ -125,14 +125,13 @@ def load_raw(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
 
 
 def validate_raw(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
-    from tradesentry.quality.gates import validate_raw as gate
+    """The raw gate; a range of nights (backfill) is validated in one pass, decided night by night."""
+    from tradesentry.quality.gates import validate_raw_nights
 
     feeds = load_feeds(settings.feeds_dir)
     out: dict[str, Any] = {}
-    nights = list(nights)
-    for night in nights:
-        # Data Docs once, after the last night: rebuilding the site per night is most of the cost.
-        result = gate(settings, night, feeds, build_docs=night == nights[-1])
+    results = validate_raw_nights(settings, list(nights), feeds)
+    for night, result in results.items():
         record = result.to_dict()
         write_record(settings, night, "validate-raw", record)
         out[night.isoformat()] = record

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -662,79 +662,181 @@ def validate_raw(
     expectation in suite order) and ``ops.feed_holds`` (one active hold per feed and night; a clean
     rerun lifts a hold this gate set). Builds Data Docs under ``<reports>/data_docs``.
     """
+    return validate_raw_nights(settings, [night], feeds, build_docs)[night]
+
+
+def _outcomes_for_night(
+    outcomes: list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]],
+    q: FeedQuality,
+    columns: list[str],
+    failing_all: dict[str, int],
+    several: bool,
+) -> list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]]:
+    """One night's share of outcomes evaluated over a range of nights: row-level results from that
+    night's failing rows, table-level ones from that night's own rows and columns."""
+    if not several:
+        return outcomes
+    out = []
+    for meta, o, info in outcomes:
+        if o.success is None or info["raised"]:
+            out.append((meta, o, info))
+            continue
+        column = meta.get("column")
+        if o.level == "row" and column and column not in columns:
+            # As a one-night batch would: an expectation on a column the night's file lacks is skipped.
+            o2 = replace(o, success=None, unexpected_count=None, message=f"skipped: the file has no column {column!r}")
+        elif o.level == "row":
+            n = failing_all.get(o.name, 0)
+            msg = f"{n} rows: {meta.get('reason')}" if n else ""
+            o2 = replace(o, success=n == 0, unexpected_count=n, message=msg or o.message)
+        elif o.reason_code == "zero_rows":
+            o2 = replace(o, success=q.rows > 0, message=f"{meta.get('reason')} (observed {q.rows})")
+        elif o.reason_code == "missing_column":
+            o2 = replace(o, success=meta.get("column") in columns)
+        else:
+            o2 = o
+        out.append((meta, o2, info))
+    return out
+
+
+def _drop_absent_column_failures(
+    con: duckdb.DuckDBPyConnection,
+    outcomes: list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]],
+    batches: dict[date, _Batch],
+) -> None:
+    """In a range batch, a night whose file lacks a column shows NULLs there; a one-night batch would
+    have skipped the expectations on that column, so their failing rows of that night are dropped."""
+    for night, b in batches.items():
+        for meta, o, _info in outcomes:
+            column = meta.get("column")
+            if o.level == "row" and column and column not in b.columns:
+                con.execute(
+                    "delete from _qf where expectation = ? and source_file in "
+                    "(select source_file from raw.landed_files where feed = ? and night = ?)",
+                    [o.name, b.spec.feed, night],
+                )
+
+
+def validate_raw_nights(
+    settings: Settings, nights: list[date], feeds: list[FeedSpec], build_docs: bool = True
+) -> dict[date, RawGateResult]:
+    """The raw gate over several nights at once (a backfill): one Great Expectations batch per feed
+    covering all the nights, so the fixed cost of each expectation is paid once, not once a night.
+    Row failures, drift, volume, freshness and holds are still decided per night."""
     t0 = time.perf_counter()
     settings = _resolved(settings)
-    result = RawGateResult(night=night, feeds={})
-    batches: dict[str, _Batch] = {}
+    nights = sorted(set(nights))
+    several = len(nights) > 1
+    results = {n: RawGateResult(night=n, feeds={}) for n in nights}
+    per_night: dict[str, dict[date, _Batch]] = {}
+    combined: dict[str, _Batch] = {}
     with open_warehouse(settings.warehouse) as con:
-        for spec in feeds:
-            q = FeedQuality(feed=spec.feed, country=spec.country, night=night)
-            result.feeds[spec.feed] = q
-            b = _prepare_raw(con, settings, night, spec, q)
-            if b is not None and b.query:
-                batches[spec.feed] = b
+        for night in nights:
+            for spec in feeds:
+                q = FeedQuality(feed=spec.feed, country=spec.country, night=night)
+                results[night].feeds[spec.feed] = q
+                b = _prepare_raw(con, settings, night, spec, q)
+                if b is not None and b.query:
+                    per_night.setdefault(spec.feed, {})[night] = b
+        for feed, batches in per_night.items():
+            if not several:
+                combined[feed] = next(iter(batches.values()))
+                continue
+            last = batches[max(batches)]
+            table_cols = _columns(con, "raw", last.spec.raw_table)
+            wanted = {c for b in batches.values() for c in b.columns}
+            cols = [c for c in table_cols if c in wanted]
+            in_list = ", ".join(f"DATE '{n.isoformat()}'" for n in sorted(batches))
+            query = (
+                "SELECT " + ", ".join(S.qi(c) for c in cols) + f" FROM raw.{S.qi(last.spec.raw_table)} "
+                f"WHERE _night IN ({in_list})"
+            )
+            combined[feed] = _Batch(last.spec, query, cols, last.suite)
 
     gx_results, skipped = _run_gx(
         settings,
-        [(f"raw__{f}", b.query, b.suite, set(b.columns)) for f, b in batches.items()],
+        [(f"raw__{f}", b.query, b.suite, set(b.columns)) for f, b in combined.items()],
         _KEYS,
         "warehouse_raw",
         build_docs,
     )
     if gx_results:
-        result.data_docs_index = settings.reports / "data_docs" / "index.html"
+        for r in results.values():
+            r.data_docs_index = settings.reports / "data_docs" / "index.html"
 
     now = datetime.now().replace(microsecond=0)
+    in_nights = ", ".join(f"DATE '{n.isoformat()}'" for n in nights)
     with open_warehouse(settings.warehouse) as con:
         for spec in feeds:
-            q = result.feeds[spec.feed]
-            if q.status == "missing":
-                continue
-            b = batches.get(spec.feed)
-            outcomes = []
+            b = combined.get(spec.feed)
+            outcomes: list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]] = []
             con.execute(
-                "delete from ops.quality_row_failures where feed = ? and night = ? and stage = ? "
+                f"delete from ops.quality_row_failures where feed = ? and night in ({in_nights}) and stage = ? "
                 "and expectation not like 'harmonised.%'",
-                [spec.feed, night, STAGE],
+                [spec.feed, STAGE],
             )
-            failing = 0
+            first_counts: dict[date, dict[str, int]] = {}
+            all_counts: dict[date, dict[str, int]] = {}
             if b is not None and f"raw__{spec.feed}" in gx_results:
                 outcomes = _outcomes(gx_results[f"raw__{spec.feed}"], skipped.get(f"raw__{spec.feed}", []))
                 _collect_failures(con, b.query, outcomes, spec.feed)
+                if several:
+                    _drop_absent_column_failures(con, outcomes, per_night.get(spec.feed, {}))
+                # A failing row's night is its landed file's night.
                 con.execute(
-                    f"insert into ops.quality_row_failures (feed, night, source_file, source_line, stage, "
-                    f"expectation, reason_code, reason, severity) select feed, ?, source_file, source_line, ?, "
-                    f"expectation, reason_code, reason, severity from ({_FIRST})",
-                    [night, STAGE],
+                    "create or replace temp table _qfn as select f.*, l.night from (" + _FIRST + ") f "
+                    "join raw.landed_files l using (source_file)"
                 )
-                failing = int(con.execute("select count(*) from (" + _FIRST + ")").fetchone()[0])  # type: ignore[index]
-                per = dict(
-                    con.execute("select expectation, count(*) from (" + _FIRST + ") group by 1").fetchall()
+                con.execute(
+                    "insert into ops.quality_row_failures (feed, night, source_file, source_line, stage, "
+                    "expectation, reason_code, reason, severity) select feed, night, source_file, source_line, ?, "
+                    "expectation, reason_code, reason, severity from _qfn",
+                    [STAGE],
                 )
-                for _m, o, _i in outcomes:
-                    o.quarantined_rows = int(per.get(o.name, 0))
+                for n, e, c in con.execute("select night, expectation, count(*) from _qfn group by all").fetchall():
+                    first_counts.setdefault(n, {})[e] = int(c)
+                for n, e, c in con.execute(
+                    "select l.night, q.expectation, count(distinct (q.source_file, q.source_line)) from _qf q "
+                    "join raw.landed_files l using (source_file) group by all"
+                ).fetchall():
+                    all_counts.setdefault(n, {})[e] = int(c)
                 con.execute("drop table if exists _qf")
-            q.expectations_evaluated = sum(1 for _m, o, _i in outcomes if o.success is not None)
-            q.expectations_failed = [o for _m, o, _i in outcomes if o.success is False]
-            q.quarantined_rows = failing
-            q.failing_share = round(failing / q.rows, 6) if q.rows else 0.0
-            reasons = _decide(spec, settings, q, outcomes, failing)
-            if reasons:
-                code = reasons[0][0]
-                text = "; ".join(dict.fromkeys(r[1] for r in reasons))
-                lifted = _hold(con, spec.feed, night, code, text, now)
-                q.hold_reason_code, q.hold_reason = code, text
-                if lifted is None:
-                    q.status = "held"
-                else:
-                    q.status, q.hold_lifted_at = "ok", lifted
-            else:
-                con.execute(
-                    "update ops.feed_holds set lifted_at = ? where feed = ? and night = ? and lifted_at is null",
-                    [now, spec.feed, night],
+                con.execute("drop table if exists _qfn")
+            for night in nights:
+                q = results[night].feeds[spec.feed]
+                if q.status == "missing":
+                    continue
+                nb = per_night.get(spec.feed, {}).get(night)
+                night_outcomes = _outcomes_for_night(
+                    outcomes, q, nb.columns if nb else [], all_counts.get(night, {}), several
                 )
-    result.seconds = round(time.perf_counter() - t0, 3)
-    return result
+                per = first_counts.get(night, {})
+                for _m, o, _i in night_outcomes:
+                    o.quarantined_rows = int(per.get(o.name, 0))
+                failing = sum(per.values())
+                q.expectations_evaluated = sum(1 for _m, o, _i in night_outcomes if o.success is not None)
+                q.expectations_failed = [o for _m, o, _i in night_outcomes if o.success is False]
+                q.quarantined_rows = failing
+                q.failing_share = round(failing / q.rows, 6) if q.rows else 0.0
+                reasons = _decide(spec, settings, q, night_outcomes, failing)
+                if reasons:
+                    code = reasons[0][0]
+                    text = "; ".join(dict.fromkeys(r[1] for r in reasons))
+                    lifted = _hold(con, spec.feed, night, code, text, now)
+                    q.hold_reason_code, q.hold_reason = code, text
+                    if lifted is None:
+                        q.status = "held"
+                    else:
+                        q.status, q.hold_lifted_at = "ok", lifted
+                else:
+                    con.execute(
+                        "update ops.feed_holds set lifted_at = ? where feed = ? and night = ? and lifted_at is null",
+                        [now, spec.feed, night],
+                    )
+    seconds = round(time.perf_counter() - t0, 3)
+    for r in results.values():
+        r.seconds = seconds
+    return results
 
 
 # ---------------------------------------------------------------- harmonised gate
