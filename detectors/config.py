@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+# iforest and ecod_tail stay available (configuration) but are not in the default set: on the
+# labelled samples they lowered average precision (benchmarks/evaluation.md, docs in detectors/models.py)
 DEFAULT_DETECTORS: tuple[str, ...] = (
     "peer_price",
-    "iforest",
-    "ecod_tail",
     "weight",
     "mirror_value",
     "mirror_mass",
@@ -45,11 +45,30 @@ class DetectionConfig:
     mirror_price_low: float = 0.75
     mirror_price_high: float = 1.75
     mirror_qty_tolerance: float = 0.025
+    # spread of clean pairs' log ratios (robust, from the history's pairs), floored
+    mirror_value_floor: float = 0.02
+    mirror_mass_floor: float = 0.01
+    # a value gap is charged to the export only when the export strays at least this many robust
+    # SDs from its own peers in the gap's direction (and more than the import does)
+    mirror_blame_z: float = 3.0
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
     # than orphan_max_share of that night's exports (then a feed is late or held: p = that share)
-    orphan_significance: float = 4.0
+    orphan_significance: float = 6.0
     orphan_max_share: float = 0.2
+
+    # small lots (samples, parcels): declared value under small_lot_value_usd (the EU's 150 EUR duty
+    # relief, about 160 USD) and net mass under small_lot_mass_ratio x the peers' 5th percentile lot:
+    # their combined significance is multiplied by small_lot_discount
+    small_lot_value_usd: float = 160.0
+    small_lot_mass_ratio: float = 0.2
+    small_lot_discount: float = 0.3
+
+    # misclassification lead: the unit value lies within this many robust SDs of another HS6's peers
+    misclass_max_z: float = 2.0
+    # without a quantity, the mass is named the suspect of a price gap when it strays this many robust
+    # SDs further from the peers' lot sizes than the value does
+    mass_suspect_margin: float = 1.5
 
     # model detectors
     model_features: tuple[str, ...] = (
@@ -65,7 +84,14 @@ class DetectionConfig:
     bonus_min: float = 1.0  # significance a family needs before it adds anything
     flag_min_significance: float = 3.0  # flag rows at or above this combined -log10 p, or when a rule fires
     max_anomalies_per_night: int = 500
-    audit_picks_per_night: int = 5
+    audit_picks_per_night: int = 5  # at least this many random audit picks per night
+    audit_share: float = 0.1  # ... and at least this share of the night's table (flagged + audit)
+
+    # learning from analysts' decisions (tradesentry.detection.feedback)
+    feedback: bool = True
+    feedback_min_each: int = 5  # confirmed and dismissed labels needed before anything is learned
+    feedback_ramp: int = 300  # labels at which the learned term reaches its full weight
+    feedback_weight: float = 1.0  # significance added per unit of logit(P(confirmed))
 
     @classmethod
     def from_settings(cls, settings: Any = None, **overrides: Any) -> DetectionConfig:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import FeatureFrame, Reason, finite, fmt_num, fmt_ratio
+from detectors.base import FeatureFrame, Reason, finite, fmt_num, fmt_ratio, normal_tail_p
 from detectors.config import DetectionConfig
 
 
@@ -39,7 +39,7 @@ def _sides(row: Mapping[str, Any]) -> tuple[str, str]:
 
 class MirrorValue:
     name: ClassVar[str] = "mirror_value"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "2.0"
     family: ClassVar[str] = "mirror_value"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "mirror_value_mismatch"
@@ -53,9 +53,13 @@ class MirrorValue:
         return self
 
     def score(self, night: FeatureFrame) -> np.ndarray:
-        lr = night.col("pair_lr_value", 0.0)
+        """|robust z| of the pair's FOB value log ratio among the history's pairs, on the blamed side."""
+        z = night.col("pair_z_value", 0.0)
         blamed = night.col("blame_value", 0.0) > 0
-        return np.where(blamed, np.abs(lr), 0.0)
+        return np.where(blamed, np.abs(z), 0.0)
+
+    def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(scores) > 0, normal_tail_p(scores), 1.0)
 
     def fires(self, night: FeatureFrame) -> np.ndarray:
         r = np.exp(night.col("pair_lr_value", 0.0))
@@ -68,18 +72,21 @@ class MirrorValue:
         exp_c, imp_c = _sides(row)
         r = math.exp(float(row["pair_lr_value"]))
         side = "import" if row.get("flow") == "import" else "export"
+        z = row.get("pair_z_value")
+        zt = f", {float(z):+.1f} robust SDs from the history's pairs" if finite(z) else ""
         text = (
-            f"Consignment: {exp_c} export declared {fmt_num(float(row['pair_export_value']))} USD FOB, "
-            f"{imp_c} import {fmt_num(float(row['pair_import_value']))} USD FOB (after CIF/FOB "
-            f"{self.config.cif_fob_factor}); import/export {fmt_ratio(r)} (clean pairs "
-            f"{self.config.mirror_price_low}-{self.config.mirror_price_high}x); the {side} strays from its peers"
+            f"Value: the {side} of this consignment; {exp_c} export declared "
+            f"{fmt_num(float(row['pair_export_value']))} USD FOB, {imp_c} import "
+            f"{fmt_num(float(row['pair_import_value']))} USD FOB (after CIF/FOB {self.config.cif_fob_factor}): "
+            f"import/export {fmt_ratio(r)}{zt} (GFI clean pairs {self.config.mirror_price_low}-"
+            f"{self.config.mirror_price_high}x)"
         )
         return [Reason(text, "consignment", float(row.get(f"L_{self.name}", 0.0)), self.name)]
 
 
 class MirrorMass:
     name: ClassVar[str] = "mirror_mass"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "2.0"
     family: ClassVar[str] = "mirror_mass"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "mirror_mass_mismatch"
@@ -93,9 +100,13 @@ class MirrorMass:
         return self
 
     def score(self, night: FeatureFrame) -> np.ndarray:
-        lr = night.col("pair_lr_mass", 0.0)
+        """|robust z| of the pair's net mass log ratio among the history's pairs, on the blamed side."""
+        z = night.col("pair_z_mass", 0.0)
         blamed = night.col("blame_mass", 0.0) > 0
-        return np.where(blamed, np.abs(lr), 0.0)
+        return np.where(blamed, np.abs(z), 0.0)
+
+    def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(scores) > 0, normal_tail_p(scores), 1.0)
 
     def fires(self, night: FeatureFrame) -> np.ndarray:
         lr = np.abs(night.col("pair_lr_mass", 0.0))

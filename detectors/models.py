@@ -63,8 +63,8 @@ def _feature_reason(row: Mapping[str, Any], features: tuple[str, ...], lead: str
 
 class IForestPeer:
     name: ClassVar[str] = "iforest"
-    version: ClassVar[str] = "1.0"
-    family: ClassVar[str] = "value"
+    version: ClassVar[str] = "1.1"
+    family: ClassVar[str] = "model"
     scope: ClassVar[str] = "night"
 
     def __init__(self, config: DetectionConfig | None = None) -> None:
@@ -102,8 +102,8 @@ class IForestPeer:
 
 class ECODTail:
     name: ClassVar[str] = "ecod_tail"
-    version: ClassVar[str] = "1.0"
-    family: ClassVar[str] = "value"
+    version: ClassVar[str] = "1.1"
+    family: ClassVar[str] = "model"
     scope: ClassVar[str] = "night"
 
     def __init__(self, config: DetectionConfig | None = None) -> None:

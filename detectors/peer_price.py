@@ -15,24 +15,41 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import FeatureFrame, Reason, finite, fmt_num, fmt_ratio, peer_label
+from detectors.base import (
+    FeatureFrame,
+    Reason,
+    count_spread,
+    finite,
+    fmt_num,
+    fmt_ratio,
+    normal_tail_p,
+    peer_label,
+)
 from detectors.config import DetectionConfig
 
 
 def price_deviation(frame: FeatureFrame) -> np.ndarray:
-    """Log deviation of the unit value from the cleaned peer median, per kg, confirmed per unit."""
+    """Log deviation of the declared value from the cleaned peer median: per supplementary unit where
+    a quantity is declared (a manipulated mass leaves it alone), else per kg."""
     d_uv = frame.col("l_uv") - frame.col("uv_med")
     d_vq = frame.col("l_vq") - frame.col("vq_med")
-    has_q = np.isfinite(d_vq)
-    same = np.sign(d_uv) == np.sign(d_vq)
-    confirmed = np.where(same, np.sign(d_uv) * np.minimum(np.abs(d_uv), np.abs(d_vq)), 0.0)
-    out = np.where(has_q, confirmed, d_uv)
+    out = np.where(np.isfinite(d_vq), d_vq, d_uv)
     return np.where(np.isfinite(out), out, 0.0)
+
+
+def price_z(frame: FeatureFrame, floor: float) -> np.ndarray:
+    """The same deviation in robust SDs of the peer group (per unit where declared, else per kg)."""
+    d_vq = frame.col("l_vq") - frame.col("vq_med")
+    has_q = np.isfinite(d_vq)
+    vq_spread = count_spread(frame, np.maximum(frame.col("vq_spread", floor), floor))
+    spread = np.where(has_q, vq_spread, frame.col("uv_spread", floor))
+    spread = np.maximum(np.where(np.isfinite(spread), spread, floor), floor)
+    return price_deviation(frame) / spread
 
 
 class PeerPriceRule:
     name: ClassVar[str] = "peer_price"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "2.0"
     family: ClassVar[str] = "value"
     scope: ClassVar[str] = "night"
 
@@ -47,14 +64,16 @@ class PeerPriceRule:
         return self
 
     def score(self, night: FeatureFrame) -> np.ndarray:
-        d = price_deviation(night)
-        spread = np.maximum(night.col("uv_spread", self.config.spread_floor), self.config.spread_floor)
-        excess = np.maximum(np.maximum(self.lo - d, d - self.hi), 0.0)
-        # beyond the threshold, in robust spreads of the peer group
-        return excess / spread
+        """|robust z| of the declared value against the peers (per unit where declared, else per kg)."""
+        return np.abs(price_z(night, self.config.spread_floor))
+
+    def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        return normal_tail_p(scores)
 
     def fires(self, night: FeatureFrame) -> np.ndarray:
-        return self.score(night) > 0
+        """The rule: below ``low_price_ratio`` or above ``high_price_multiple`` x the cleaned median."""
+        d = price_deviation(night)
+        return (d < self.lo) | (d > self.hi)
 
     def explain(self, row: Mapping[str, Any]) -> list[Reason]:
         if not finite(row.get("uv")) or not finite(row.get("uv_med")):
@@ -62,18 +81,26 @@ class PeerPriceRule:
         med = math.exp(float(row["uv_med"]))
         uv = float(row["uv"])
         ratio = uv / med if med > 0 else float("nan")
-        text = (
-            f"Value: declared {fmt_num(uv)} USD/kg; {peer_label(row)}: median {fmt_num(med)} USD/kg "
-            f"over {int(row.get('uv_n') or 0)} declarations ({fmt_ratio(ratio)})"
-        )
-        if ratio < self.config.low_price_ratio:
-            text += f"; below the lowest acceptable price {fmt_num(med * self.config.low_price_ratio)} USD/kg"
-        elif ratio > self.config.high_price_multiple:
-            text += f"; above {fmt_num(self.config.high_price_multiple)}x the peer median"
-        if finite(row.get("l_vq")) and finite(row.get("vq_med")):
+        has_q = finite(row.get("l_vq")) and finite(row.get("vq_med"))
+        unit = row.get("quantity_unit") or "unit"
+        if has_q:
             vq = math.exp(float(row["l_vq"]))
             vmed = math.exp(float(row["vq_med"]))
-            text += (
-                f"; {fmt_num(vq)} USD per {row.get('quantity_unit') or 'unit'} vs peer median {fmt_num(vmed)}"
+            text = (
+                f"Value: declared {fmt_num(vq)} USD per {unit}; {peer_label(row, 'vq')}: median {fmt_num(vmed)} "
+                f"USD per {unit} over {int(row.get('vq_n') or 0)} declarations ({fmt_ratio(vq / vmed)}); "
+                f"{fmt_num(uv)} USD/kg vs median {fmt_num(med)}"
             )
+            ratio = vq / vmed if vmed > 0 else ratio
+        else:
+            text = (
+                f"Value: declared {fmt_num(uv)} USD/kg; {peer_label(row)}: median {fmt_num(med)} USD/kg "
+                f"over {int(row.get('uv_n') or 0)} declarations ({fmt_ratio(ratio)})"
+            )
+        if ratio < self.config.low_price_ratio:
+            text += (
+                f"; below the lowest acceptable price ({self.config.low_price_ratio:.0%} of the peer median)"
+            )
+        elif ratio > self.config.high_price_multiple:
+            text += f"; above {fmt_num(self.config.high_price_multiple)}x the peer median"
         return [Reason(text, "value", float(row.get(f"L_{self.name}", 0.0)), self.name)]

@@ -13,13 +13,22 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import FeatureFrame, Reason, finite, fmt_num, fmt_ratio, peer_label
+from detectors.base import (
+    FeatureFrame,
+    Reason,
+    count_spread,
+    finite,
+    fmt_num,
+    fmt_ratio,
+    normal_tail_p,
+    peer_label,
+)
 from detectors.config import DetectionConfig
 
 
 class WeightRule:
     name: ClassVar[str] = "weight"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "2.0"
     family: ClassVar[str] = "weight"
     scope: ClassVar[str] = "night"
 
@@ -34,10 +43,20 @@ class WeightRule:
         return self
 
     def score(self, night: FeatureFrame) -> np.ndarray:
+        """|robust z| of the mass per supplementary unit against the peers' (0 without a quantity)."""
         d = night.col("l_mq") - night.col("mq_med")
         d = np.where(np.isfinite(d), d, 0.0)
         spread = np.maximum(night.col("mq_spread", self.config.spread_floor), self.config.spread_floor)
-        return np.maximum(np.maximum(self.lo - d, d - self.hi), 0.0) / spread
+        return np.abs(d) / count_spread(night, spread)
+
+    def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        return normal_tail_p(scores)
+
+    def fires(self, night: FeatureFrame) -> np.ndarray:
+        """The rule: mass per unit below ``weight_low_ratio`` or above ``weight_high_multiple`` x peers."""
+        d = night.col("l_mq") - night.col("mq_med")
+        d = np.where(np.isfinite(d), d, 0.0)
+        return (d < self.lo) | (d > self.hi)
 
     def explain(self, row: Mapping[str, Any]) -> list[Reason]:
         if not finite(row.get("l_mq")) or not finite(row.get("mq_med")):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from detectors import (
     DetectionConfig,
@@ -78,12 +79,18 @@ def test_peer_price_rule_thresholds_and_weight_split():
             "l_mq": [math.log(0.2)] * 3 + [math.log(0.8), np.nan],
             "mq_med": [math.log(0.2)] * 4 + [np.nan],
             "mq_spread": [0.1] * 5,
+            "vq_spread": [0.25] * 5,
+            "quantity": [100.0, 100.0, 100.0, 100.0, np.nan],
         }
     )
     f = FeatureFrame(df)
-    fires = rule.score(f) > 0
-    assert fires.tolist() == [True, False, True, False, True]
-    assert (weight.score(f) > 0).tolist() == [False, False, False, True, False]
+    # the rule fires on the value per unit where a quantity is declared (row 3: only the mass moved)
+    assert rule.fires(f).tolist() == [True, False, True, False, True]
+    assert weight.fires(f).tolist() == [False, False, False, True, False]
+    # scores are robust z-scores: per unit where declared, else per kg; the mass row scores 0 on value
+    z = rule.score(f)
+    assert z[3] == pytest.approx(0.0) and z[0] > 3 and z[1] < z[0]
+    assert weight.score(f)[3] > 10 and weight.score(f)[0] == pytest.approx(0.0)
     row = df.iloc[0].to_dict() | {
         "uv": 8.0,
         "uv_n": 40,
@@ -92,9 +99,11 @@ def test_peer_price_rule_thresholds_and_weight_split():
         "uv_level": "hs6",
         "uv_group": "610910",
     }
-    text = rule.explain(row)[0].text
+    text = rule.explain(row | {"l_vq": float("nan")})[0].text
     assert text.startswith("Value: declared 8.00 USD/kg; HS 610910 import peers: median 20.0 USD/kg over 40")
     assert "(0.40x)" in text
+    per_unit = rule.explain(row | {"quantity_unit": "u", "vq_n": 30, "vq_level": "hs6", "vq_group": "610910"})
+    assert per_unit[0].text.startswith("Value: declared 1.60 USD per u; HS 610910 import peers: median 4.00")
 
 
 def test_orphan_export_lone_vs_held_feed():

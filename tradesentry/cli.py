@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
         register_review = None
     if register_review is not None:
         register_review(sub)
+    from tradesentry.evaluation.cli import register as register_evaluation
+
+    register_evaluation(sub)
     return p
 
 

@@ -34,8 +34,16 @@ import pandas as pd
 from detectors import build_detectors
 from detectors.base import Detector, FeatureFrame, Reason, TailModel, finite, fmt_num, significance
 from detectors.config import DetectionConfig
-from detectors.peer_price import price_deviation
 from tradesentry.detection.features import FeatureBundle, build_features, drop_temp_tables, full_rows
+from tradesentry.detection.feedback import (
+    FeedbackModel,
+    ensure_table,
+    feature_matrix,
+    feature_names,
+    fit_feedback,
+    read_outcomes,
+    store_rows,
+)
 
 ENGINE_VERSION = "1.0"
 
@@ -80,6 +88,19 @@ class NightScores:
     fired: np.ndarray  # a rule fired
     bundle: FeatureBundle
     timings: dict[str, float] = field(default_factory=dict)
+    unsupervised: np.ndarray | None = None  # combined -log10 p before analysts' feedback
+    feedback: FeedbackModel | None = None
+
+    def features(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Feedback features (detectors' significances, peer, route, trader and mirror features)."""
+        frame = self.frame
+        pv = self.p
+        sig = self.unsupervised if self.unsupervised is not None else self.significance
+        if idx is not None:
+            frame = FeatureFrame(self.frame.df.iloc[idx], self.night)
+            pv = {k: v[idx] for k, v in pv.items()}
+            sig = sig[idx]
+        return feature_matrix(frame, pv, sig, self.detectors)
 
 
 @dataclass
@@ -91,6 +112,7 @@ class DetectionResult:
     by_kind: dict[str, int]
     detector_version: str
     timings: dict[str, float]
+    feedback: dict[str, Any] = field(default_factory=dict)  # decisions used (count, digest)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (the night as an ISO date)."""
@@ -102,6 +124,7 @@ class DetectionResult:
             "by_kind": dict(self.by_kind),
             "detector_version": self.detector_version,
             "timings": dict(self.timings),
+            "feedback": dict(self.feedback),
         }
 
 
@@ -117,8 +140,14 @@ def _config(settings: Any, config: DetectionConfig | None) -> DetectionConfig:
     return DetectionConfig.from_settings(settings)
 
 
-def score_night(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> NightScores:
-    """Features, fit on the history, score the night. No writes (temp tables only)."""
+def score_night(
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    config: DetectionConfig,
+    outcomes: dict[str, str] | None = None,
+) -> NightScores:
+    """Features, fit on the history, score the night; with analysts' ``outcomes`` (anomaly id ->
+    confirmed / dismissed), re-rank with what they teach. No writes (temp tables only)."""
     bundle = build_features(con, night, config)
     timings = dict(bundle.timings)
     frame, history = bundle.subjects, bundle.history
@@ -146,9 +175,30 @@ def score_night(con: duckdb.DuckDBPyConnection, night: date, config: DetectionCo
         scores[det.name] = s
         pvals[det.name] = p
         timings[f"detector_{det.name}"] = time.perf_counter() - t
-    sig = _combine(dets, pvals, n, config)
+    sig = _combine(dets, pvals, n, config) * small_lot_factor(frame, config)
+    unsupervised = sig
+    model = None
+    if outcomes and config.feedback:
+        t = time.perf_counter()
+        names = feature_names(dets)
+        model = fit_feedback(con, night, outcomes, names, config)
+        if model is not None and n:
+            X = feature_matrix(frame, pvals, sig, dets)
+            sig = np.where(context & (sig <= 0), sig, model.adjust(X, sig))
+        timings["feedback"] = time.perf_counter() - t
     combined = sig / (sig + 2.0)
-    return NightScores(night, frame, dets, scores, pvals, sig, combined, fired, bundle, timings)
+    return NightScores(
+        night, frame, dets, scores, pvals, sig, combined, fired, bundle, timings, unsupervised, model
+    )
+
+
+def small_lot_factor(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray:
+    """``small_lot_discount`` for lots of tiny value far smaller than the peers' (samples, parcels)."""
+    value = frame.col("value", np.inf)
+    mass = frame.col("mass", np.inf)
+    lot = frame.col("lot_p05_kg", 0.0)
+    small = (value < config.small_lot_value_usd) & (mass < config.small_lot_mass_ratio * lot)
+    return np.where(small, config.small_lot_discount, 1.0)
 
 
 def _combine(
@@ -171,14 +221,19 @@ def run_detection(
     night: date,
     settings: Any = None,
     config: DetectionConfig | None = None,
+    labels: dict[str, str] | None = None,
 ) -> DetectionResult:
-    """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent)."""
+    """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent).
+
+    ``labels``: analysts' outcomes by anomaly id; None reads them from the review store
+    (``settings.review_db_url``), ``{}`` scores without any."""
     from tradesentry.warehouse import ensure_schema
 
     t0 = time.perf_counter()
     cfg = _config(settings, config)
     ensure_schema(con)
-    ns = score_night(con, night, cfg)
+    outcomes = labels if labels is not None else (read_outcomes(settings) if cfg.feedback else {})
+    ns = score_night(con, night, cfg, outcomes)
     timings = ns.timings
     version = detector_version(ns.detectors, cfg)
 
@@ -201,6 +256,7 @@ def run_detection(
         by_kind=dict(sorted(Counter(a["kind"] for a in flagged).items())),
         detector_version=version,
         timings={k: round(v, 4) for k, v in timings.items()},
+        feedback=ns.feedback.describe() if ns.feedback is not None else {"labels": 0},
     )
 
 
@@ -226,7 +282,9 @@ def select_rows(ns: NightScores, cfg: DetectionConfig) -> tuple[np.ndarray, np.n
     pool_mask = ~context
     pool_mask[flagged] = False
     pool = np.flatnonzero(pool_mask)  # in key order
-    k = min(cfg.audit_picks_per_night, len(pool))
+    share = min(max(cfg.audit_share, 0.0), 0.9)
+    wanted = max(cfg.audit_picks_per_night, math.ceil(share / (1.0 - share) * len(flagged) - 1e-9))
+    k = min(wanted, len(pool))
     if k > 0:
         rng = np.random.default_rng([cfg.seed, ns.night.toordinal()])
         audit = np.sort(rng.choice(pool, size=k, replace=False))
@@ -251,27 +309,82 @@ def _row(ns: NightScores, i: int, full: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
+# HS sections (chapter ranges): goods are misdeclared under a code of the same kind of goods
+HS_SECTIONS = (
+    (1, 5), (6, 14), (15, 15), (16, 24), (25, 27), (28, 38), (39, 40), (41, 43), (44, 46), (47, 49),
+    (50, 63), (64, 67), (68, 70), (71, 71), (72, 83), (84, 85), (86, 89), (90, 92), (93, 93),
+    (94, 96), (97, 97),
+)  # fmt: skip
+
+
+def hs_section(hs: str) -> int:
+    try:
+        ch = int(str(hs)[:2])
+    except ValueError:
+        return -1
+    for i, (lo, hi) in enumerate(HS_SECTIONS):
+        if lo <= ch <= hi:
+            return i
+    return -1
+
+
 def _misclassified_as(
     row: dict[str, Any], peers: pd.DataFrame, cfg: DetectionConfig
 ) -> dict[str, Any] | None:
-    """Another HS6 of the same chapter and flow whose peers find this unit value typical."""
+    """Another HS6 of the same HS section and flow whose peers find this unit value typical."""
     if not finite(row.get("l_uv")) or not row.get("hs6") or peers.empty:
         return None
     hs6 = str(row["hs6"])
+    sec = hs_section(hs6)
     cand = peers[
         (peers["flow"] == row.get("flow"))
         & (peers["hs6"] != hs6)
-        & (peers["hs6"].str[:2] == hs6[:2])
+        & (peers["hs6"].map(hs_section) == sec)
         & (peers["n"] >= cfg.min_peer_group)
     ]
     if cand.empty:
         return None
     z = (float(row["l_uv"]) - cand["median_log_uv"]) / cand["spread"]
     best = z.abs().idxmin()
-    if abs(float(z[best])) > 1.0:
+    if abs(float(z[best])) > cfg.misclass_max_z:
         return None
     c = cand.loc[best]
-    return {"hs6": c["hs6"], "median": math.exp(float(c["median_log_uv"])), "n": int(c["n"])}
+    return {
+        "hs6": c["hs6"],
+        "median": math.exp(float(c["median_log_uv"])),
+        "n": int(c["n"]),
+        "z": float(z[best]),
+    }
+
+
+def _row_deviation(row: dict[str, Any]) -> float:
+    """price_deviation for one row: log value per unit (else per kg) minus the peers' median."""
+    for x, med in (("l_vq", "vq_med"), ("l_uv", "uv_med")):
+        if finite(row.get(x)) and finite(row.get(med)):
+            return float(row[x]) - float(row[med])
+    return 0.0
+
+
+def _mass_suspect(row: dict[str, Any], d: float, cfg: DetectionConfig) -> Reason | None:
+    """Without a quantity, a value per kg off its peers is a wrong value or a wrong mass. The field
+    that strays from the peers' lots in the direction that explains the gap is the suspect: the
+    mass when it is further out (by ``mass_suspect_margin`` robust SDs) than the value."""
+    if finite(row.get("l_vq")) or not finite(row.get("z_lot_mass")) or not finite(row.get("z_lot_value")):
+        return None
+    s = 1.0 if d > 0 else -1.0
+    a_mass = -s * float(row["z_lot_mass"])  # value per kg high: mass too small
+    a_value = s * float(row["z_lot_value"])  # value per kg high: value too large
+    if a_mass < cfg.mass_suspect_margin + max(a_value, 0.0):
+        return None
+    med_uv = math.exp(float(row["uv_med"])) if finite(row.get("uv_med")) else float("nan")
+    text = (
+        f"Mass: declared {fmt_num(float(row['mass']))} kg for {fmt_num(float(row['value']))} USD = "
+        f"{fmt_num(float(row['uv']))} USD/kg vs HS {row.get('hs6')} {row.get('flow')} peers' median "
+        f"{fmt_num(med_uv)} USD/kg; the mass is {float(row['z_lot_mass']):+.1f} robust SDs from the peers' lots "
+        f"(median {fmt_num(float(row.get('lot_mass_median_kg') or float('nan')))} kg) while the value is "
+        f"{float(row['z_lot_value']):+.1f} (median {fmt_num(float(row.get('lot_value_median_usd') or float('nan')))} USD)"
+    )
+    return Reason(text, "mass", float(row.get("L_peer_price", 0.0)), "peer_stats")
 
 
 def _family_L(row: dict[str, Any], dets: list[Detector]) -> dict[str, float]:
@@ -285,31 +398,27 @@ def _kind(
     row: dict[str, Any], dets: list[Detector], peers: pd.DataFrame, cfg: DetectionConfig
 ) -> tuple[str, Reason | None]:
     fam = _family_L(row, dets)
-    # a fired rule family outranks a merely significant one only when it is at least as strong
     best = max(sorted(fam), key=lambda f: fam[f])
     if row.get("pair_hs_mismatch") and row.get("blame_hs") and fam.get("hs_mismatch", 0.0) >= cfg.bonus_min:
         # the partner declared another HS code for the same consignment: the mirror says it all
         return "hs_mismatch", None
     if best == "value":
-        z_mq = row.get("z_mq")
-        z_vq = row.get("z_vq")
-        if (
-            finite(z_mq)
-            and abs(float(z_mq)) > 3
-            and (not finite(z_vq) or abs(float(z_vq)) < abs(float(z_mq)) / 2)
-        ):
-            return "weight_mismatch", None
-        d = float(price_deviation(FeatureFrame(pd.DataFrame([row])))[0])
+        d = _row_deviation(row)
         if d == 0.0 and finite(row.get("z_uv")):
             d = float(row["z_uv"])
+        mass_reason = _mass_suspect(row, d, cfg)
+        if mass_reason is not None:
+            return "weight_mismatch", mass_reason
         if d < 0:
             return "undervaluation", None
         other = _misclassified_as(row, peers, cfg)
-        if other is not None:
+        if other is not None and row.get("flow") == "import":
+            # on imports a unit value implausibly high for the declared code but typical of another
+            # code of the same section points at the code (a lower-duty code), not at the value
             text = (
-                f"HS code: {fmt_num(float(row['uv']))} USD/kg is implausible for HS {row.get('hs6')} but typical "
-                f"of HS {other['hs6']} {row.get('flow')} peers (median {fmt_num(other['median'])} USD/kg over "
-                f"{other['n']} declarations)"
+                f"HS code: {fmt_num(float(row['uv']))} USD/kg is implausible for HS {row.get('hs6')} "
+                f"({float(row.get('z_uv') or 0):+.1f} robust SDs) but typical of HS {other['hs6']} "
+                f"{row.get('flow')} peers (median {fmt_num(other['median'])} USD/kg over {other['n']} declarations)"
             )
             return "unit_value_implausible_for_hs", Reason(text, "hs_code", fam["value"], "peer_stats")
         return "overvaluation", None
@@ -341,6 +450,8 @@ def _reasons(row: dict[str, Any], kind: str, extra: Reason | None, dets: list[De
     out: list[Reason] = []
     if extra is not None:
         out.append(extra)
+        if kind == "weight_mismatch" and "value" in by_family:
+            primary_family = "value"  # the price gap itself comes next
     if primary_family in by_family:
         out.append(by_family[primary_family][0])
     if kind == "weight_mismatch" and primary_family not in by_family and "value" in by_family:
@@ -439,6 +550,7 @@ def build_anomalies(
                 "is_audit_pick": is_audit,
                 "source_file": row.get("source_file"),
                 "source_line": int(row["source_line"]) if finite(row.get("source_line")) else None,
+                "_pos": idx,
             }
         )
     # one anomaly per id (the same consignment can be charged from both of tonight's sides)
@@ -468,6 +580,7 @@ def _write(
     con: duckdb.DuckDBPyConnection, ns: NightScores, anomalies: list[dict[str, Any]], version: str
 ) -> None:
     out = pd.DataFrame({"pos": np.arange(len(ns.frame), dtype="int64"), "score": ns.combined})
+    ensure_table(con)
     names = [d.name for d in ns.detectors]
     for name in names:
         out[f"s_{name}"] = np.round(ns.scores[name], 6)
@@ -484,6 +597,11 @@ def _write(
             [ns.night, version],
         )
         con.execute("delete from detection.anomalies where night = ?", [ns.night])
+        pos = np.array([int(a["_pos"]) for a in anomalies], dtype=int)
+        X = ns.features(pos) if len(pos) else np.zeros((0, 0))
+        store_rows(
+            con, ns.night, [{**a, "_pos": i} for i, a in enumerate(anomalies)], X, feature_names(ns.detectors)
+        )
         if anomalies:
             placeholders = ", ".join("?" for _ in ANOMALY_COLUMNS.split(","))
             con.executemany(

@@ -13,8 +13,10 @@ Per declaration:
   ``clean_k`` spreads from the raw median left out);
 - route rarity: -ln share of this HS6 x partner (and HS6 x origin) among the HS6's history;
 - trader: declarations in the history (``trader_new`` when none), volume jump
-  ln((tonight + 1) / (per-night history + 1)), price shift (z_uv minus the trader's median z_uv);
-  history rows are computed leaving their own night out, so they look like the night scored;
+  ln((tonight + 1) / (per-night history + 1)), price shift (z_uv minus the trader's median z_uv, when
+  a model detector is fitted on the history); history rows are computed leaving their own night
+  out, so they look like the night scored. Without a model detector (the default) the per-row
+  features are computed for the scored rows only: the history enters through group statistics.
 - mirror (``fct_consignment_matches`` pairs whose later side is night N): FOB value log ratio, mass log
   ratio, HS mismatch, and which side is blamed;
 - orphan exports: exports to a member declared on N - ``transit_window_days`` with no matching import
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from detectors.base import FeatureFrame
@@ -41,18 +44,28 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 
 TEMP_TABLES = (
-    "_ts_decl",
+    "_ts_keys",
     "_ts_m",
     "_ts_st_uv",
     "_ts_st_vq",
     "_ts_st_mq",
     "_ts_z",
-    "_ts_f",
     "_ts_pairs",
+    "_ts_pair_stats",
     "_ts_mirror",
     "_ts_orph",
     "_ts_subj",
+    "_ts_lot",
 )
+MODEL_DETECTORS = {"iforest", "ecod_tail"}  # detectors fitted on the history rows' features
+# the numbers detectors, the combination and the feedback model read for every scored row
+SUBJECT_COLUMNS = (
+    "pos", "is_context", "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med",
+    "vq_spread", "z_vq", "mq_n", "mq_med", "mq_spread", "z_mq", "rarity_partner", "rarity_origin", "trader_new",
+    "volume_jump", "price_shift", "quantity", "mass", "value", "blame_value", "blame_mass", "blame_hs",
+    "pair_lr_value", "pair_lr_mass", "pair_hs_mismatch", "pair_z_value", "pair_z_mass", "is_orphan",
+    "orphan_dest_exports", "orphan_dest_orphans", "lot_p05_kg", "z_lot_mass", "z_lot_value",
+)  # fmt: skip
 HISTORY_COLUMNS = {
     "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
     "z_vq", "mq_n", "mq_med", "mq_spread", "z_mq", "rarity_partner", "rarity_origin", "trader_new",
@@ -173,7 +186,7 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
             f"night between {lo} and {N} and replaced_by_night > {N}",
             cif,
         )
-    con.execute(f"create or replace temp table _ts_decl as {src}")
+    con.execute("drop view if exists _ts_decl")
     con.execute(f"""
         create or replace temp table _ts_m as
         select *,
@@ -182,68 +195,12 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
             case when mass > 0 and quantity > 0 then ln(mass / quantity) end as l_mq,
             case when value > 0 and mass > 0 then value / mass end as uv,
             night between {h_lo} and {h_hi} as is_hist
-        from _ts_decl""")
+        from ({src})""")
+    con.execute("create or replace temp view _ts_decl as select * from _ts_m")
     timings["load"] = time.perf_counter() - t0
 
-    # 2. peer statistics of the history, per metric and level
-    t = time.perf_counter()
-    for prefix in METRICS:
-        con.execute(_stats_sql(prefix, config))
-    selects, joins = [], []
-    for prefix in METRICS:
-        c, j = _pick_sql(prefix, config)
-        selects.append(c)
-        joins.append(j)
-    con.execute(f"""
-        create or replace temp table _ts_z as
-        select m.*, {",".join(selects)}
-        from _ts_m m
-        {" ".join(joins)}""")
-    timings["peer_stats"] = time.perf_counter() - t
-
-    # 3. route rarity and trader features (history rows leave themselves / their night out)
-    t = time.perf_counter()
-    con.execute(f"""
-        create or replace temp table _ts_f as
-        with rh as (select flow, hs6, count(*) as n from _ts_m where is_hist group by all),
-        rp as (select flow, hs6, coalesce(partner_country, '') as pc, count(*) as c
-               from _ts_m where is_hist group by all),
-        ro as (select flow, hs6, coalesce(origin_country, '') as oc, count(*) as c
-               from _ts_m where is_hist group by all),
-        tn as (select reporter_country, trader_id, night, count(*) as c
-               from _ts_m where trader_id is not null and (is_hist or night = {N}) group by all),
-        th as (select reporter_country, trader_id, count(*) as tot, median(z_uv) as med_z
-               from _ts_z where trader_id is not null and is_hist group by all)
-        select z.*,
-            greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) as route_hs6_n,
-            greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) as route_partner_n,
-            greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) as route_origin_n,
-            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
-               / (greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_partner,
-            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
-               / (greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_origin,
-            case when z.trader_id is null then null
-                 else coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end
-            end as trader_prev_n,
-            tn.c as trader_night_n,
-            case when z.trader_id is null then null
-                 else (coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end) = 0
-            end::double as trader_new,
-            case when z.trader_id is null then null
-                 else ln((coalesce(tn.c, 0) + 1.0) / ((coalesce(th.tot, 0)
-                     - case when z.is_hist then coalesce(tn.c, 0) else 0 end) / {float(W)} + 1.0))
-            end as volume_jump,
-            z.z_uv - th.med_z as price_shift
-        from _ts_z z
-        left join rh on rh.flow = z.flow and rh.hs6 = z.hs6
-        left join rp on rp.flow = z.flow and rp.hs6 = z.hs6 and rp.pc = coalesce(z.partner_country, '')
-        left join ro on ro.flow = z.flow and ro.hs6 = z.hs6 and ro.oc = coalesce(z.origin_country, '')
-        left join tn on tn.reporter_country = z.reporter_country and tn.trader_id = z.trader_id
-            and tn.night = z.night
-        left join th on th.reporter_country = z.reporter_country and th.trader_id = z.trader_id""")
-    timings["route_trader"] = time.perf_counter() - t
-
-    # 4. mirror pairs (as of N: both sides declared by N) and orphan exports
+    # mirror pairs (as of N: both sides declared by N); the rows scored tonight: night N's, and the
+    # earlier rows tonight's pairs and orphan check charge
     t = time.perf_counter()
     if _table_exists(con, "marts", "fct_consignment_matches"):
         matches = """(select distinct export_key, import_key from marts.fct_consignment_matches
@@ -263,16 +220,80 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
         from {matches} m
         join _ts_decl e on e.key = m.export_key and e.flow = 'export'
         join _ts_decl i on i.key = m.import_key and i.flow = 'import'""")
+    export_night = _lit(night - timedelta(days=T))
+    con.execute(f"""
+        create or replace temp table _ts_orph as
+        with members as (select distinct reporter_country as c from _ts_decl),
+        ex as (
+            select d.key, d.partner_country,
+                d.key not in (select export_key from _ts_pairs) as is_orphan
+            from _ts_decl d
+            where d.flow = 'export' and d.night = {export_night}
+              and d.partner_country in (select c from members)
+              and d.partner_country <> d.reporter_country
+        )
+        select key, is_orphan::int as is_orphan,
+            count(*) over (partition by partner_country) as orphan_dest_exports,
+            sum(is_orphan::int) over (partition by partner_country) as orphan_dest_orphans
+        from ex""")
+    need_history = bool(set(config.detectors) & MODEL_DETECTORS)
+    con.execute(f"""
+        create or replace temp table _ts_keys as
+        select export_key as key from _ts_pairs where done_night = {N}
+        union select import_key from _ts_pairs where done_night = {N}
+        union select key from _ts_orph where is_orphan = 1""")
+    subjects_only = f"where m.night = {N} or m.key in (select key from _ts_keys)"
+    timings["pairs"] = time.perf_counter() - t
+
+    # 2. peer statistics of the history, per metric and level
+    t = time.perf_counter()
+    for prefix in METRICS:
+        con.execute(_stats_sql(prefix, config))
+    selects, joins = [], []
+    for prefix in METRICS:
+        c, j = _pick_sql(prefix, config)
+        selects.append(c)
+        joins.append(j)
+    con.execute(f"""
+        create or replace temp table _ts_z as
+        select m.*, {",".join(selects)}
+        from _ts_m m
+        {" ".join(joins)}
+        {"" if need_history else subjects_only}""")
+    timings["peer_stats"] = time.perf_counter() - t
+
+    # 4. mirror: tonight's pairs against the spread of the history's pairs
+    t = time.perf_counter()
+    # the spread of clean pairs: robust statistics of the history's pair log ratios (floored)
+    vf, mf = config.mirror_value_floor, config.mirror_mass_floor
+    con.execute(f"""
+        create or replace temp table _ts_pair_stats as
+        select coalesce(median(lr_value), 0.0) as v_med,
+            greatest(coalesce(1.4826 * mad(lr_value), 0.0), {vf}) as v_spread,
+            coalesce(median(lr_mass), 0.0) as m_med,
+            greatest(coalesce(1.4826 * mad(lr_mass), 0.0), {mf}) as m_spread,
+            count(lr_value) as n_pairs
+        from _ts_pairs where done_night between {h_lo} and {h_hi}""")
+    # blame: a value gap is charged to the import (where duty is at stake: "an import value far below
+    # the partner's export value is an undervaluation lead, whatever the peer prices say") unless the
+    # export strays from its own peers in the gap's direction more than the import does; mass and HS
+    # gaps go to the side that strays more from its peers.
+    bz = config.mirror_blame_z
     con.execute(f"""
         create or replace temp table _ts_mirror as
         with np as (
             select p.*,
-                sign(coalesce(lr_value, 0)) * coalesce(zi.z_vq, zi.z_uv, 0)
-                    >= -sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) as bv_imp,
+                (lr_value - ps.v_med) / ps.v_spread as z_value,
+                (lr_mass - ps.m_med) / ps.m_spread as z_mass,
+                coalesce(zi.z_vq, zi.z_uv, 0) as zvi, coalesce(ze.z_vq, ze.z_uv, 0) as zve,
+                not (-sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) >= {bz}
+                     and -sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0)
+                         > sign(coalesce(lr_value, 0)) * coalesce(zi.z_vq, zi.z_uv, 0)) as bv_imp,
                 sign(coalesce(lr_mass, 0)) * coalesce(zi.z_mq, -zi.z_uv, 0)
                     >= -sign(coalesce(lr_mass, 0)) * coalesce(ze.z_mq, -ze.z_uv, 0) as bm_imp,
-                abs(coalesce(zi.z_uv, 0)) >= abs(coalesce(ze.z_uv, 0)) as bh_imp
+                abs(coalesce(zi.z_vq, zi.z_uv, 0)) >= abs(coalesce(ze.z_vq, ze.z_uv, 0)) as bh_imp
             from _ts_pairs p
+            cross join _ts_pair_stats ps
             join _ts_z ze on ze.key = p.export_key
             join _ts_z zi on zi.key = p.import_key
             where p.done_night = {N}
@@ -291,58 +312,112 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
         select key, pair_partner_key, pair_partner_country, pair_partner_hs6,
             blame_value::int as blame_value, blame_mass::int as blame_mass, blame_hs::int as blame_hs,
             lr_value as pair_lr_value, lr_mass as pair_lr_mass, hs_mismatch as pair_hs_mismatch,
+            z_value as pair_z_value, z_mass as pair_z_mass,
             e_val as pair_export_value, i_val as pair_import_value,
             e_mass as pair_export_mass, i_mass as pair_import_mass
         from sides
         qualify row_number() over (partition by key order by abs(coalesce(lr_value, 0)) desc,
             pair_partner_key) = 1""")
-    export_night = _lit(night - timedelta(days=T))
-    con.execute(f"""
-        create or replace temp table _ts_orph as
-        with members as (select distinct reporter_country as c from _ts_decl),
-        ex as (
-            select d.key, d.partner_country,
-                d.key not in (select export_key from _ts_pairs) as is_orphan
-            from _ts_decl d
-            where d.flow = 'export' and d.night = {export_night}
-              and d.partner_country in (select c from members)
-              and d.partner_country <> d.reporter_country
-        )
-        select key, is_orphan::int as is_orphan,
-            count(*) over (partition by partner_country) as orphan_dest_exports,
-            sum(is_orphan::int) over (partition by partner_country) as orphan_dest_orphans
-        from ex""")
     timings["mirror"] = time.perf_counter() - t
+
+    # 3. route rarity and trader features (history rows leave themselves / their night out); for
+    # tonight's rows and the earlier rows tonight's pairs and orphan check charge, and for the
+    # history too only when a model detector is fitted on it
+    t = time.perf_counter()
+    subjects_z = f"where z.night = {N} or z.key in (select key from _ts_keys)"
+    con.execute(f"""
+        create or replace temp view _ts_f as
+        with rh as (select flow, hs6, count(*) as n from _ts_m where is_hist group by all),
+        rp as (select flow, hs6, coalesce(partner_country, '') as pc, count(*) as c
+               from _ts_m where is_hist group by all),
+        ro as (select flow, hs6, coalesce(origin_country, '') as oc, count(*) as c
+               from _ts_m where is_hist group by all),
+        tn as (select reporter_country, trader_id, night, count(*) as c
+               from _ts_m where trader_id is not null and (is_hist or night = {N}) group by all),
+        th as (select reporter_country, trader_id, count(*) as tot
+               from _ts_m where trader_id is not null and is_hist group by all),
+        tz as (select reporter_country, trader_id, median(z_uv) as med_z
+               from _ts_z where trader_id is not null and is_hist and {need_history} group by all)
+        select z.*,
+            greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) as route_hs6_n,
+            greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) as route_partner_n,
+            greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) as route_origin_n,
+            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
+               / (greatest(coalesce(rp.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_partner,
+            ln((greatest(coalesce(rh.n, 0) - z.is_hist::int, 0) + 1.0)
+               / (greatest(coalesce(ro.c, 0) - z.is_hist::int, 0) + 1.0)) as rarity_origin,
+            case when z.trader_id is null then null
+                 else coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end
+            end as trader_prev_n,
+            tn.c as trader_night_n,
+            case when z.trader_id is null then null
+                 else (coalesce(th.tot, 0) - case when z.is_hist then coalesce(tn.c, 0) else 0 end) = 0
+            end::double as trader_new,
+            case when z.trader_id is null then null
+                 else ln((coalesce(tn.c, 0) + 1.0) / ((coalesce(th.tot, 0)
+                     - case when z.is_hist then coalesce(tn.c, 0) else 0 end) / {float(W)} + 1.0))
+            end as volume_jump,
+            z.z_uv - tz.med_z as price_shift
+        from _ts_z z
+        left join rh on rh.flow = z.flow and rh.hs6 = z.hs6
+        left join rp on rp.flow = z.flow and rp.hs6 = z.hs6 and rp.pc = coalesce(z.partner_country, '')
+        left join ro on ro.flow = z.flow and ro.hs6 = z.hs6 and ro.oc = coalesce(z.origin_country, '')
+        left join tn on tn.reporter_country = z.reporter_country and tn.trader_id = z.trader_id
+            and tn.night = z.night
+        left join th on th.reporter_country = z.reporter_country and th.trader_id = z.trader_id
+        left join tz on tz.reporter_country = z.reporter_country and tz.trader_id = z.trader_id
+        {"" if need_history else subjects_z}""")
+    timings["route_trader"] = time.perf_counter() - t
 
     # 5. fetch: tonight's rows (+ context rows) and a deterministic history sample
     t = time.perf_counter()
+    # the peers' usual lot size (5th percentile of net mass): far smaller lots of tiny value are
+    # samples or parcels, legitimate oddities the ranking discounts
+    con.execute("""
+        create or replace temp table _ts_lot as
+        select flow, hs6, exp(quantile_cont(ln(mass), 0.05)) as lot_p05_kg,
+            median(ln(mass)) as lot_mass_med, greatest(1.4826 * mad(ln(mass)), 0.1) as lot_mass_spread,
+            median(ln(value)) filter (where value > 0) as lot_value_med,
+            greatest(1.4826 * mad(ln(value)) filter (where value > 0), 0.1) as lot_value_spread
+        from _ts_m where is_hist and mass > 0 group by all""")
     con.execute(f"""
         create or replace temp table _ts_subj as
-        select row_number() over (order by f.key) - 1 as pos,
-            f.* exclude (is_hist, qunit), f.night < {N} as is_context,
-            mi.* exclude (key), coalesce(o.is_orphan, 0) as is_orphan,
-            o.orphan_dest_exports, o.orphan_dest_orphans,
-            exp(pst.med) as partner_hs_uv_med
-        from _ts_f f
+        with f as materialized (
+            select * exclude (qunit) from _ts_f where night = {N} or key in (select key from _ts_keys)
+        ),
+        o as (select key, row_number() over (order by key) - 1 as pos from f)
+        select o.pos,
+            f.* exclude (is_hist), f.night < {N} as is_context,
+            mi.* exclude (key), coalesce(oo.is_orphan, 0) as is_orphan,
+            oo.orphan_dest_exports, oo.orphan_dest_orphans,
+            exp(pst.med) as partner_hs_uv_med, lot.lot_p05_kg,
+            (ln(f.mass) - lot.lot_mass_med) / lot.lot_mass_spread as z_lot_mass,
+            (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
+            exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd
+        from f
+        join o using (key)
+        left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
         left join _ts_mirror mi on mi.key = f.key
-        left join _ts_orph o on o.key = f.key and o.is_orphan = 1
+        left join _ts_orph oo on oo.key = f.key and oo.is_orphan = 1
         left join _ts_st_uv pst on pst.level = 'hs6' and pst.flow = f.flow
             and pst.grp = mi.pair_partner_hs6 and pst.qunit = ''
-        where f.night = {N} or mi.key is not null or o.key is not null""")
+        where f.night = {N} or mi.key is not null or oo.key is not null""")
     timings["subjects_table"] = time.perf_counter() - t
-    # detectors read numbers only; descriptive columns are fetched for flagged rows (full_rows)
-    numeric = [
-        name
-        for name, typ in con.execute("select column_name, column_type from (describe _ts_subj)").fetchall()
-        if typ in ("DOUBLE", "BIGINT", "INTEGER", "HUGEINT", "BOOLEAN", "FLOAT", "DECIMAL(18,3)")
-        or typ.startswith("DECIMAL")
-    ]
-    subjects = con.execute(f"select {', '.join(numeric)} from _ts_subj order by pos").df()
-    hist_cols = [c for c in numeric if c in HISTORY_COLUMNS]
-    history = con.execute(f"""
-        select night, {", ".join(hist_cols)} from (
-            select * from _ts_f where is_hist order by md5(key) limit {int(config.fit_max_rows)}
-        ) order by key""").df()
+    # detectors read a few numbers per row (as numpy arrays); descriptive columns are fetched for
+    # flagged rows only (full_rows)
+    have = {name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()}
+    wanted = [c for c in SUBJECT_COLUMNS if c in have]
+    subjects = pd.DataFrame(
+        con.execute(f"select {', '.join(wanted)} from _ts_subj order by pos").fetchnumpy()
+    )
+    if need_history:
+        hist_cols = [c for c in wanted if c in HISTORY_COLUMNS]
+        history = con.execute(f"""
+            select night, {", ".join(hist_cols)} from (
+                select * from _ts_f where is_hist order by md5(key) limit {int(config.fit_max_rows)}
+            ) order by key""").df()
+    else:
+        history = pd.DataFrame({c: np.zeros(0) for c in HISTORY_COLUMNS})
     pairs = con.execute(f"""
         select lr_value, lr_mass, hs_mismatch from _ts_pairs
         where done_night between {h_lo} and {h_hi} order by export_key, import_key""").df()
@@ -374,5 +449,7 @@ def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int]) -> pd.DataFr
 
 
 def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("drop view if exists _ts_decl")
+    con.execute("drop view if exists _ts_f")
     for name in TEMP_TABLES:
         con.execute(f"drop table if exists {name}")

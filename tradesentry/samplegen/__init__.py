@@ -9,7 +9,7 @@ specifications in ``feeds/`` describe the files it writes; everything it writes 
 
 from __future__ import annotations
 
-from tradesentry.samplegen.generator import DEFAULT_END, SampleInfo, generate
+from tradesentry.samplegen.generator import DEFAULT_END, PROFILES, SampleInfo, generate
 from tradesentry.samplegen.layouts import normalise_ref
 
-__all__ = ["DEFAULT_END", "SampleInfo", "generate", "normalise_ref"]
+__all__ = ["DEFAULT_END", "PROFILES", "SampleInfo", "generate", "normalise_ref"]

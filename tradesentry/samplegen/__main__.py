@@ -24,6 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0, help="volume multiplier (1.0: ~100-250 declarations per feed and night)")
     parser.add_argument("--salt-bad-rows", action="store_true", help="add unparseable lines to the last night")
+    parser.add_argument("--proportions", default=None,
+                        help="anomaly proportions profile (default: the default rates; 'heldout': other ones)")
     args = parser.parse_args(argv)
 
     if args.start is not None and args.end is not None:
@@ -44,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tradesentry.settings import get_settings
 
         out = get_settings().samples
-    info = generate(out, start, nights, seed=args.seed, scale=args.scale, salt_bad_rows=args.salt_bad_rows)
+    info = generate(out, start, nights, seed=args.seed, scale=args.scale, salt_bad_rows=args.salt_bad_rows,
+                    proportions=args.proportions)
     print(f"SYNTHETIC sample written to {info.out_dir}: nights {info.start} to {info.end}")
     for feed, rows in info.rows.items():
         print(f"  {feed:<15} {rows:>8} rows")

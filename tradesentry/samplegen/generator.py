@@ -28,6 +28,7 @@ import math
 import random
 import zlib
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -86,6 +87,47 @@ OVERVALUATION = (3.0, 8.0)
 WEIGHT_UP = (3.0, 6.0)
 WEIGHT_DOWN = (0.15, 0.30)
 SUBTLE = (0.6, 0.8)
+
+# Named anomaly proportions: a multiplier per kind on the rates above (kinds not named keep theirs).
+# "default" is the sample as always; "heldout" is a sample with other proportions, for evaluating a
+# detector tuned on the default one (tradesentry evaluate).
+PROFILES: dict[str, dict[str, float]] = {
+    "default": {},
+    "heldout": {
+        "undervaluation": 0.6,
+        "overvaluation": 1.8,
+        "misclassification": 1.5,
+        "weight_manipulation": 0.7,
+        "phantom_export": 1.6,
+        "subtle_undervaluation": 0.6,
+        "free_sample": 2.0,
+        "return": 2.0,
+    },
+}
+
+
+def anomaly_multipliers(proportions: str | Mapping[str, float] | None) -> dict[str, float]:
+    """Kind -> multiplier on the default rates, from a profile name or a mapping (None: all 1)."""
+    if proportions is None:
+        return {}
+    if isinstance(proportions, str):
+        if proportions not in PROFILES:
+            raise ValueError(f"unknown anomaly profile {proportions!r}; known: {sorted(PROFILES)}")
+        return dict(PROFILES[proportions])
+    known = set(KIND_FIELD)
+    unknown = sorted(set(proportions) - known)
+    if unknown:
+        raise ValueError(f"unknown anomaly kinds {unknown}; known: {sorted(known)}")
+    if any(float(v) < 0 for v in proportions.values()):
+        raise ValueError("anomaly multipliers must be >= 0")
+    return {k: float(v) for k, v in proportions.items()}
+
+
+def _scaled(rates: dict[str, float], mult: dict[str, float]) -> dict[str, float]:
+    out = {k: p * mult.get(k, 1.0) for k, p in rates.items()}
+    if sum(out.values()) >= 1.0:
+        raise ValueError("anomaly rates after the multipliers must sum to less than 1")
+    return out
 CIF_MARGIN = (1.02, 1.10)
 MIRROR_MASS = (0.99, 1.01)
 
@@ -300,7 +342,12 @@ def _rates(seed: int, first: date, last: date) -> dict[date, dict[str, float]]:
 
 
 class _Simulation:
-    def __init__(self, seed: int, scale: float, start: date, end: date) -> None:
+    def __init__(self, seed: int, scale: float, start: date, end: date,
+                 multipliers: dict[str, float] | None = None) -> None:
+        mult = multipliers or {}
+        self.rates_import = _scaled(NONMEMBER_IMPORT_RATES, mult)
+        self.rates_export = _scaled(NONMEMBER_EXPORT_RATES, mult)
+        self.rates_intra = _scaled(INTRA_RATES, mult)
         self.seed = seed
         self.scale = scale
         self.start = start
@@ -447,7 +494,7 @@ class _Simulation:
         trader = self._trader(w)
         exporter = w.member.code if flow == "export" else partner
         ref, _ = self._new_ref(exporter)
-        rates = NONMEMBER_IMPORT_RATES if flow == "import" else NONMEMBER_EXPORT_RATES
+        rates = self.rates_import if flow == "import" else self.rates_export
         kind = self._draw_kind(rates)
         if kind == "free_sample":
             product = rng.choice(PRODUCTS)
@@ -477,7 +524,7 @@ class _Simulation:
         ref, transit = self._new_ref(wa.member.code)
         import_night = night + timedelta(days=transit)
         exp_trader = self._trader(wa)
-        kind = self._draw_kind(INTRA_RATES)
+        kind = self._draw_kind(self.rates_intra)
         n = self._n_items(wa, wb)
         exp_items = self._items(exp_trader, "export", wa.member.code, b.code, n, kind == "misclassification")
         imp_items = [
@@ -743,14 +790,18 @@ def generate(
     seed: int = 7,
     scale: float = 1.0,
     salt_bad_rows: bool = False,
+    proportions: str | Mapping[str, float] | None = None,
 ) -> SampleInfo:
     """Write the synthetic sample for ``nights`` nights from ``start`` into ``out_dir``.
 
     Layout: ``<out>/<feed>/<file per night>`` for the seven declarations feeds (xa..xg) and
     ``<out>/exchange_rates/rates_<YYYYMMDD>.csv``; ``<out>/ground_truth.csv``; ``<out>/README.txt``;
     with ``salt_bad_rows``, unparseable lines in the last night's file of every feed, listed in
-    ``<out>/salted_rows.csv``. The same arguments give byte-identical files.
+    ``<out>/salted_rows.csv``. ``proportions``: a profile name of ``PROFILES`` or a mapping kind ->
+    multiplier on the default anomaly rates (None, the default: today's rates). The same arguments
+    give byte-identical files.
     """
+    multipliers = anomaly_multipliers(proportions)
     if nights < 1:
         raise ValueError("nights must be at least 1")
     if scale <= 0:
@@ -758,7 +809,7 @@ def generate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     end = start + timedelta(days=nights - 1)
-    sim = _Simulation(seed, scale, start, end)
+    sim = _Simulation(seed, scale, start, end, multipliers)
     sim.run()
     if salt_bad_rows:
         sim.salt()
@@ -777,9 +828,12 @@ def generate(
     elif (out_dir / "salted_rows.csv").exists():
         (out_dir / "salted_rows.csv").unlink()  # a stale list from an earlier salted run would mislead
     salted_note = "\nsalted_rows.csv: lines deliberately made unparseable, by feed, file and line." if salt_bad_rows else ""
-    (out_dir / "README.txt").write_bytes(
-        README.format(seed=seed, scale=scale, start=start, end=end, salted=salted_note).encode("utf-8")
-    )
+    readme = README.format(seed=seed, scale=scale, start=start, end=end, salted=salted_note)
+    if multipliers:
+        name = proportions if isinstance(proportions, str) else "custom"
+        mults = ", ".join(f"{k} x{v:g}" for k, v in sorted(multipliers.items()))
+        readme += f"Anomaly proportions: profile {name} ({mults}).\n"
+    (out_dir / "README.txt").write_bytes(readme.encode("utf-8"))
     return SampleInfo(
         out_dir=out_dir,
         start=start,
