@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +31,10 @@ class Settings:
     # Derived from data_dir unless set explicitly (see resolve()).
     warehouse_path: Path | None = None
     landing_dir: Path | None = None
+    # Landing on object storage instead of landing_dir: an ObjectStoragePath URI whose user part is
+    # the Airflow connection id, e.g. s3://aws_landing@tradesentry-landing/landing (docs/deployment.md).
+    # A file:// URI or a plain path is the same as setting landing_dir.
+    landing_uri: str | None = None
     publish_dir: Path | None = None
     reports_dir: Path | None = None
     logs_dir: Path | None = None
@@ -83,13 +88,17 @@ class Settings:
         directory, which is not the project when Airflow runs a task.
         """
         d = Path(self.data_dir).expanduser().resolve()
+        landing_dir = self.landing_dir
+        if self.landing_uri and not self.landing_remote:
+            parsed = urlparse(self.landing_uri)
+            landing_dir = Path(unquote(parsed.netloc + parsed.path) if parsed.scheme else self.landing_uri)
         derived: dict[str, Any] = {
             "data_dir": d,
             "feeds_dir": Path(self.feeds_dir).resolve(),
             "dbt_project_dir": Path(self.dbt_project_dir).resolve(),
             "expectations_dir": Path(self.expectations_dir).resolve(),
             "warehouse_path": Path(self.warehouse_path or d / "warehouse" / "tradesentry.duckdb").resolve(),
-            "landing_dir": Path(self.landing_dir or d / "landing").resolve(),
+            "landing_dir": Path(landing_dir or d / "landing").resolve(),
             "publish_dir": Path(self.publish_dir or d / "published").resolve(),
             "reports_dir": Path(self.reports_dir or d / "reports").resolve(),
             "logs_dir": Path(self.logs_dir or d / "logs").resolve(),
@@ -110,6 +119,11 @@ class Settings:
     def landing(self) -> Path:
         assert self.landing_dir is not None
         return self.landing_dir
+
+    @property
+    def landing_remote(self) -> bool:
+        """True when landing goes to object storage (landing_uri with a scheme other than file)."""
+        return bool(self.landing_uri) and urlparse(self.landing_uri or "").scheme not in ("", "file")
 
     @property
     def published(self) -> Path:

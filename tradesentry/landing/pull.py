@@ -3,6 +3,13 @@
 Landing is immutable: `landing/<feed>/<night>/<sha256[:16]>/<file name>` is written once through a
 temporary name and never overwritten. Pulling the same bytes again is a no-op; a resend with other
 bytes lands beside the first with a later `arrived_at`, and the harmonisation lets it win.
+
+The landing root is a local folder (`landing_dir`) or object storage (`landing_uri`, e.g.
+`s3://CONN_ID@bucket/landing`, through Airflow's `ObjectStoragePath`): same layout, checksums and
+manifests. On object storage an object appears whole when its upload completes, so the file is
+uploaded under its final name and the manifest, written last, still marks a complete landing;
+immutability is "never written twice" (the manifest is checked first). Readers take a verified local
+copy (`local_copy`).
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
@@ -42,7 +51,21 @@ class LandedFile:
     already_landed: bool = False
 
     def path(self, settings: Settings) -> Path:
+        """The landed file on local disk (local landing only; see `location` and `local_copy`)."""
         return settings.landing / self.source_file
+
+    def location(self, settings: Settings) -> Any:
+        """The landed file under the landing root: a Path, or an ObjectStoragePath on object storage."""
+        return landing_root(settings) / self.source_file
+
+
+def landing_root(settings: Settings) -> Any:
+    """The landing root: `settings.landing` (a Path), or an ObjectStoragePath for `landing_uri`."""
+    if settings.landing_remote:
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(str(settings.landing_uri))
+    return settings.landing
 
 
 def render_uri(spec: AnySpec, night: date, settings: Settings) -> str:
@@ -124,7 +147,7 @@ def _open_sftp(uri: str, where: str) -> BinaryIO:
         raise PullError(f"{where}: SFTP failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int, int]:
+def _copy_hashing(src: BinaryIO, dst: IO[bytes]) -> tuple[str, int, int]:
     h = hashlib.sha256()
     size = 0
     newlines = 0
@@ -149,6 +172,8 @@ def night_dir(settings: Settings, feed: str, night: date) -> Path:
 def pull_feed(spec: AnySpec, night: date, settings: Settings) -> LandedFile:
     """Fetch the night's file and land it. Raises PullError (the Airflow task fails, others go on)."""
     uri = render_uri(spec, night, settings)
+    if settings.landing_remote:
+        return _land_remote(spec, night, settings, uri)
     target_dir = night_dir(settings, spec.feed, night)
     target_dir.mkdir(parents=True, exist_ok=True)
     src, name = _open_source(uri, spec, night, settings)
@@ -172,39 +197,130 @@ def pull_feed(spec: AnySpec, night: date, settings: Settings) -> LandedFile:
     final_dir.mkdir(exist_ok=True)
     os.replace(tmp_path, final)
     final.chmod(0o444)
-    rows = max(lines - (1 if getattr(spec.format, "header", True) else 0), 0)
-    landed = LandedFile(
-        feed=spec.feed,
-        night=night.isoformat(),
-        source_uri=uri,
-        source_file=str(final.relative_to(settings.landing)),
-        sha256=sha,
-        bytes=size,
-        rows=rows,
-        arrived_at=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds"),
-    )
-    record = asdict(landed)
-    record.pop("already_landed")
+    landed = _new_landed(spec, night, uri, str(final.relative_to(settings.landing)), sha, size, lines)
     tmp_manifest = final_dir / ".manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(record, indent=2, sort_keys=True))
+    tmp_manifest.write_text(_manifest_text(landed))
     # The manifest is written last and atomically: its presence means the landing is complete.
     os.replace(tmp_manifest, manifest_path)
     return landed
 
 
+def _new_landed(spec: AnySpec, night: date, uri: str, source_file: str, sha: str, size: int, lines: int) -> LandedFile:
+    return LandedFile(
+        feed=spec.feed,
+        night=night.isoformat(),
+        source_uri=uri,
+        source_file=source_file,
+        sha256=sha,
+        bytes=size,
+        rows=max(lines - (1 if getattr(spec.format, "header", True) else 0), 0),
+        arrived_at=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds"),
+    )
+
+
+def _manifest_text(landed: LandedFile) -> str:
+    record = asdict(landed)
+    record.pop("already_landed")
+    return json.dumps(record, indent=2, sort_keys=True)
+
+
+def _land_remote(spec: AnySpec, night: date, settings: Settings, uri: str) -> LandedFile:
+    """pull_feed onto object storage: hash into a local temporary file, then upload under the final
+    content-addressed name and write the manifest last. A landing whose manifest exists is a no-op."""
+    root = landing_root(settings)
+    src, name = _open_source(uri, spec, night, settings)
+    with src, tempfile.NamedTemporaryFile(prefix="ts-landing-") as tmp:
+        try:
+            sha, size, lines = _copy_hashing(src, tmp)
+        except Exception as exc:
+            raise PullError(f"feed {spec.feed}, night {night}: reading {uri} failed: {exc}") from exc
+        if size == 0:
+            raise PullError(f"feed {spec.feed}, night {night}: {uri} is empty (0 bytes). Ask the partner to resend.")
+        rel_dir = f"{spec.feed}/{night.isoformat()}/{sha[:16]}"
+        final_dir = root / rel_dir
+        manifest_path = final_dir / "manifest.json"
+        try:
+            _forget_listings(root)
+            if manifest_path.exists():
+                return LandedFile(**{**json.loads(manifest_path.read_text()), "already_landed": True})
+            tmp.flush()
+            tmp.seek(0)
+            with (final_dir / name).open("wb") as dst:
+                shutil.copyfileobj(tmp, dst, CHUNK)
+            landed = _new_landed(spec, night, uri, f"{rel_dir}/{name}", sha, size, lines)
+            # The manifest is written last: its presence means the landing is complete.
+            manifest_path.write_text(_manifest_text(landed))
+        except Exception as exc:
+            raise PullError(
+                f"feed {spec.feed}, night {night}: landing {uri} on {settings.landing_uri} failed: "
+                f"{type(exc).__name__}: {exc}. Check the landing bucket and its Airflow connection."
+            ) from exc
+    return landed
+
+
+def _forget_listings(root: Any) -> None:
+    # s3fs caches directory listings per filesystem instance; another worker may have landed since.
+    fs = getattr(root, "fs", None)
+    if fs is not None and hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache()
+
+
+def _remote_subdirs(base: Any) -> list[str]:
+    try:
+        return sorted(p.name for p in base.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def landed_files(settings: Settings, feed: str, night: date) -> list[LandedFile]:
     """Completed landings of one feed and night, oldest arrival first."""
     out = []
-    for manifest in night_dir(settings, feed, night).glob("*/manifest.json"):
-        data = json.loads(manifest.read_text())
-        out.append(LandedFile(**data))
+    if settings.landing_remote:
+        base = landing_root(settings) / feed / night.isoformat()
+        _forget_listings(base)
+        for sub in _remote_subdirs(base):
+            manifest = base / sub / "manifest.json"
+            if manifest.exists():
+                out.append(LandedFile(**json.loads(manifest.read_text())))
+    else:
+        for manifest in night_dir(settings, feed, night).glob("*/manifest.json"):
+            data = json.loads(manifest.read_text())
+            out.append(LandedFile(**data))
     return sorted(out, key=lambda f: (f.arrived_at, f.source_file))
 
 
 def iter_landed_nights(settings: Settings, feed: str) -> Iterator[date]:
+    if settings.landing_remote:
+        base = landing_root(settings) / feed
+        _forget_listings(base)
+        for name in _remote_subdirs(base):
+            if any((base / name / sub / "manifest.json").exists() for sub in _remote_subdirs(base / name)):
+                yield date.fromisoformat(name)
+        return
     base = settings.landing / feed
     if not base.exists():
         return
     for d in sorted(base.iterdir()):
         if d.is_dir() and any(d.glob("*/manifest.json")):
             yield date.fromisoformat(d.name)
+
+
+@contextmanager
+def local_copy(landed: LandedFile, settings: Settings) -> Iterator[Path]:
+    """A local path to read a landed file from. Local landing: the landed file itself. Object
+    storage: a temporary copy under the file's own name (readers look at its suffix), whose sha256 is
+    checked against the manifest; removed afterwards."""
+    if not settings.landing_remote:
+        yield landed.path(settings)
+        return
+    with tempfile.TemporaryDirectory(prefix="ts-landed-") as tmp:
+        local = Path(tmp) / Path(landed.source_file).name
+        with landed.location(settings).open("rb") as src, local.open("wb") as dst:
+            sha, size, _ = _copy_hashing(src, dst)
+        if sha != landed.sha256 or size != landed.bytes:
+            raise RuntimeError(
+                f"feed {landed.feed}, file {landed.source_file} on {settings.landing_uri}: content does not match "
+                f"its manifest (sha256 {sha[:16]}, {size} bytes; manifest {landed.sha256[:16]}, {landed.bytes} bytes). "
+                "Landed files must never change: restore it from the source or land the night again."
+            )
+        yield local

@@ -15,7 +15,7 @@ from datetime import date
 import duckdb
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
-from tradesentry.landing.pull import LandedFile, landed_files
+from tradesentry.landing.pull import LandedFile, landed_files, local_copy
 from tradesentry.landing.readers import ReadError, read_to_stage
 from tradesentry.settings import Settings
 
@@ -43,7 +43,6 @@ def raw_table(spec: AnySpec) -> str:
 
 def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile, settings: Settings) -> LoadResult:
     """(Re)load one landed file: replaces that file's rows, so loading twice changes nothing."""
-    path = landed.path(settings)
     tag = uuid.uuid4().hex[:10]
     stage = f"stage_{tag}"
     table = raw_table(spec)
@@ -53,7 +52,8 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
     # the current layout's names, because staging is generated from the current layout only.
     layout = spec.for_night(date.fromisoformat(landed.night)) if isinstance(spec, FeedSpec) else spec
     try:
-        rejects = read_to_stage(con, layout, str(path), stage, tag)
+        with local_copy(landed, settings) as path:  # object storage landing: a verified local copy
+            rejects = read_to_stage(con, layout, str(path), stage, tag)
     except (duckdb.Error, ReadError) as exc:
         fmt = layout.format
         how = f"{fmt.encoding}, delimiter {fmt.delimiter!r}" if fmt.kind == "csv" else fmt.encoding
