@@ -128,6 +128,33 @@ def test_snapshot_published_and_readable(run: dict) -> None:
         assert missing == 0
 
 
+def test_consignment_matching_against_the_generator_truth(run: dict) -> None:
+    """At least 99% of the true export/import pairs whose two declarations are loaded are matched,
+    and no match pairs declarations of different consignments."""
+    settings = run["settings"]
+    truth_path = Path(run["info"].out_dir) / "consignment_pairs.csv"
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        truth = {
+            (e, i)
+            for e, i in con.execute(
+                f"select export_country || '|' || export_declaration_id || '|' || export_item_no, "
+                f"import_country || '|' || import_declaration_id || '|' || import_item_no "
+                f"from read_csv('{truth_path}', all_varchar=true)"
+            ).fetchall()
+        }
+        loaded = {r[0] for r in con.execute("select declaration_key from marts.fct_declarations").fetchall()}
+        matched = set(
+            con.execute(
+                "select export_key, import_key from marts.fct_consignment_matches where import_key is not null"
+            ).fetchall()
+        )
+    expected = {(e, i) for e, i in truth if e in loaded and i in loaded}
+    assert len(expected) > 100
+    found = expected & matched
+    assert len(found) / len(expected) >= 0.99, f"{len(found)} of {len(expected)} true pairs matched"
+    assert matched - truth == set(), f"false matches: {sorted(matched - truth)[:5]}"
+
+
 def test_injected_anomalies_rank_near_the_top(run: dict) -> None:
     """Smoke floor: at least 60% of each injected kind among the top 5% of scored declarations."""
     settings = run["settings"]

@@ -639,6 +639,8 @@ class _Writer:
         self.rng = random.Random(f"tradesentry-samplegen:{sim.seed}:files")
         self.salt_rng = random.Random(f"tradesentry-samplegen:{sim.seed}:salt-positions")
         self.ground_truth: list[tuple[str, ...]] = []
+        # Every written item of a consignment between two members: the true export/import pairs.
+        self.consignment_items: list[tuple[str, str, str, str, str]] = []
         self.salted: list[tuple[str, ...]] = []
         self.rows: dict[str, int] = {}
         self.declarations = 0
@@ -737,6 +739,8 @@ class _Writer:
             writer.writerow(la.headers)
             for line_no, (d, k, item, row) in enumerate(lines, start=1):
                 writer.writerow(row)
+                if d.defect is None and d.partner in MEMBER_CODES:
+                    self.consignment_items.append((d.ref, d.flow, d.member.code, d.declaration_id, str(k)))
                 if d.defect is not None:
                     self.salted.append((la.feed, name, str(line_no), d.defect))
                 elif item.kind is not None:
@@ -783,6 +787,32 @@ def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]])
     path.write_bytes(buf.getvalue().encode("utf-8"))
 
 
+CONSIGNMENT_PAIRS_HEADER = [
+    "consignment_ref",
+    "export_country",
+    "export_declaration_id",
+    "export_item_no",
+    "import_country",
+    "import_declaration_id",
+    "import_item_no",
+]
+MEMBER_CODES = frozenset(m.code for m in MEMBERS)
+
+
+def _consignment_pairs(items: list[tuple[str, str, str, str, str]]) -> list[tuple[str, ...]]:
+    """The truth for mirror matching: the export item and the import item of one consignment, paired
+    by their position in the consignment; consignments seen on one side only have no pair."""
+    sides: dict[str, dict[str, list[tuple[str, str, str]]]] = {}
+    for ref, flow, country, decl_id, item_no in items:
+        sides.setdefault(ref, {}).setdefault(flow, []).append((country, decl_id, item_no))
+    rows = []
+    for ref in sorted(sides):
+        exp, imp = sides[ref].get("export", []), sides[ref].get("import", [])
+        for e, i in zip(exp, imp, strict=False):
+            rows.append((ref, *e, *i))
+    return rows
+
+
 def generate(
     out_dir: Path,
     start: date,
@@ -821,6 +851,8 @@ def generate(
 
     gt_path = out_dir / "ground_truth.csv"
     _write_csv(gt_path, GROUND_TRUTH_HEADER, sorted(writer.ground_truth, key=lambda r: (r[3], r[0], r[1], int(r[2]))))
+    pairs_path = out_dir / "consignment_pairs.csv"
+    _write_csv(pairs_path, CONSIGNMENT_PAIRS_HEADER, _consignment_pairs(writer.consignment_items))
     salted_path = None
     if salt_bad_rows:
         salted_path = out_dir / "salted_rows.csv"
