@@ -293,3 +293,41 @@ def test_nights_out_of_order_score_the_same(run: dict) -> None:
     first = run["first_state"]
     assert after["anomalies"] == first["anomalies"]
     assert after["scores"] == first["scores"]
+
+
+def test_a_held_feed_is_harmonised_and_scored_after_the_hold_is_lifted(run: dict) -> None:
+    """A resend of xb's file with a renamed column is held by the quality gate (the others go on);
+    its rows are kept as held, and after `tradesentry holds lift` the next run harmonises and
+    scores them."""
+    from tradesentry.cli import main
+
+    settings = run["settings"]
+    night = LAST
+    source = next((settings.samples / "xb").glob(f"*{night:%Y%m%d}*"))
+    text = source.read_bytes().decode("latin-1")
+    header, rest = text.split("\n", 1)
+    source.write_bytes((header.replace("Tarifnummer", "Tarifnr") + "\n" + rest).encode("latin-1"))
+
+    assert str(_dag_test(night).state) in ("success", "DagRunState.SUCCESS")
+    summary = json.loads((settings.reports / "runs" / night.isoformat() / "summary.json").read_text())
+    xb = summary["feeds"]["xb"]
+    assert xb["status"] == "held"
+    assert "Tarifnummer" in xb["error"] and "Tarifnr" in xb["error"]
+    assert xb["held"] == xb["landed"] > 0 and xb["harmonised"] == 0
+    assert summary["feeds"]["xa"]["status"] == "ok"
+    assert _xb_scored(settings, night) == 0, "a held feed is not scored"
+
+    assert main(["holds", "lift", "xb", night.isoformat()]) == 0
+    assert str(_dag_test(night).state) in ("success", "DagRunState.SUCCESS")
+    summary = json.loads((settings.reports / "runs" / night.isoformat() / "summary.json").read_text())
+    xb = summary["feeds"]["xb"]
+    assert xb["status"] == "ok" and xb["held"] == 0
+    assert xb["landed"] == xb["harmonised"] + xb["quarantined"]
+    assert _xb_scored(settings, night) > 0
+
+
+def _xb_scored(settings: Settings, night: date) -> int:
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return con.execute(
+            "select count(*) from detection.scores where night = ? and reporter_country = 'XB'", [night]
+        ).fetchone()[0]

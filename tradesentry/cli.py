@@ -116,15 +116,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_holds(args: argparse.Namespace, settings: Settings) -> int:
     from tradesentry.warehouse import open_warehouse
 
+    if args.holds_cmd == "lift":
+        from tradesentry.quality.gates import lift_hold
+
+        n = lift_hold(settings, args.feed, args.night)
+        print(f"lifted {n} hold(s) on {args.feed} {args.night}; the next run harmonises and scores its rows")
+        return 0 if n else 1
     with open_warehouse(settings.warehouse) as con:
-        if args.holds_cmd == "lift":
-            n = con.execute(
-                "update ops.feed_holds set lifted_at = current_timestamp "
-                "where feed = ? and night = ? and lifted_at is null returning 1",
-                [args.feed, args.night],
-            ).fetchall()
-            print(f"lifted {len(n)} hold(s) on {args.feed} {args.night}; the next run harmonises and scores its rows")
-            return 0
         rows = con.execute(
             "select feed, night, reason_code, reason, held_at from ops.feed_holds where lifted_at is null order by night, feed"
         ).fetchall()

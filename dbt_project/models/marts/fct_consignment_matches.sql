@@ -1,6 +1,6 @@
 -- Mirror matching: each export of a member country A to a member country B, matched to B's import
 -- from A of the same consignment. First by the normalised transport reference (items of one
--- consignment paired in HS6, then mass order), then, for exports no reference matched, by HS6 +
+-- consignment paired within the same HS6, the rest in item order), then, for exports no reference matched, by HS6 +
 -- country pair + net mass within a tolerance + import 0-30 days after the export. Unmatched exports
 -- are `orphan` once older than transit_window_days at as_of_night, `pending` before that.
 
@@ -49,17 +49,21 @@ imports as (
         and partner_country in (select m.country_code from members as m)
 ),
 
--- 1. By reference: the k-th export item of a consignment pairs with its k-th import item.
+-- 1. By reference. Items of one consignment pair first within the same HS6 (in mass order), then
+-- the items left over (a code changed on one side: misclassification, an edition change) pair in
+-- item-number order, so one misdeclared code does not shuffle the other items' pairs.
 exports_by_ref as (
     select
         declaration_key,
         reporter_country,
         partner_country,
         consignment_ref_norm,
+        hs6,
+        item_no,
         row_number() over (
-            partition by reporter_country, partner_country, consignment_ref_norm
-            order by hs6, net_mass_kg, declaration_key
-        ) as item_rank
+            partition by reporter_country, partner_country, consignment_ref_norm, hs6
+            order by net_mass_kg, item_no, declaration_key
+        ) as hs_rank
     from exports
     where consignment_ref_norm is not null
 ),
@@ -70,21 +74,65 @@ imports_by_ref as (
         reporter_country,
         partner_country,
         consignment_ref_norm,
+        hs6,
+        item_no,
         row_number() over (
-            partition by reporter_country, partner_country, consignment_ref_norm
-            order by hs6, net_mass_kg, declaration_key
-        ) as item_rank
+            partition by reporter_country, partner_country, consignment_ref_norm, hs6
+            order by net_mass_kg, item_no, declaration_key
+        ) as hs_rank
     from imports
     where consignment_ref_norm is not null
 ),
 
+same_hs_pairs as (
+    select
+        e.declaration_key as export_key,
+        i.declaration_key as import_key
+    from exports_by_ref as e
+    inner join imports_by_ref as i
+        on
+            e.reporter_country = i.partner_country
+            and e.partner_country = i.reporter_country
+            and e.consignment_ref_norm = i.consignment_ref_norm
+            and e.hs6 = i.hs6
+            and e.hs_rank = i.hs_rank
+),
+
+exports_left as (
+    select
+        e.*,
+        row_number() over (
+            partition by e.reporter_country, e.partner_country, e.consignment_ref_norm
+            order by e.item_no, e.declaration_key
+        ) as item_rank
+    from exports_by_ref as e
+    where e.declaration_key not in (select p.export_key from same_hs_pairs as p)
+),
+
+imports_left as (
+    select
+        i.*,
+        row_number() over (
+            partition by i.reporter_country, i.partner_country, i.consignment_ref_norm
+            order by i.item_no, i.declaration_key
+        ) as item_rank
+    from imports_by_ref as i
+    where i.declaration_key not in (select p.import_key from same_hs_pairs as p)
+),
+
 reference_pairs as (
+    select
+        export_key,
+        import_key,
+        'reference' as match_method
+    from same_hs_pairs
+    union all
     select
         e.declaration_key as export_key,
         i.declaration_key as import_key,
         'reference' as match_method
-    from exports_by_ref as e
-    inner join imports_by_ref as i
+    from exports_left as e
+    inner join imports_left as i
         on
             e.reporter_country = i.partner_country
             and e.partner_country = i.reporter_country
