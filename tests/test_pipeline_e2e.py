@@ -327,7 +327,11 @@ def test_a_held_feed_is_harmonised_and_scored_after_the_hold_is_lifted(run: dict
 
 
 def _xb_scored(settings: Settings, night: date) -> int:
+    """How many of xb's declarations landed for `night` were scored that night (earlier declarations
+    can be scored again on a later night, as one side of a mirror pair or as an orphan export)."""
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         return con.execute(
-            "select count(*) from detection.scores where night = ? and reporter_country = 'XB'", [night]
+            "select count(*) from detection.scores where night = ? and declaration_key in "
+            "(select 'XB|' || \"Anmeldung\" || '|' || \"Position\" from raw.xb__declarations where _night = ?)",
+            [night, night],
         ).fetchone()[0]
