@@ -186,6 +186,7 @@ def create_app(
     )
     env.filters["num"] = charts.fmt_num
     env.filters["kind"] = kind_label
+    env.filters["version"] = short_version
     env.filters["pct"] = lambda v: "\u2013" if v is None else f"{float(v):.0%}"
     env.filters["dtfmt"] = lambda v: (
         "\u2013" if v is None else (v.strftime("%Y-%m-%d %H:%M") if isinstance(v, dt.datetime) else str(v))
@@ -933,6 +934,14 @@ def _parse_qs(qs: str) -> dict[str, str]:
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(qs.lstrip("?"), keep_blank_values=False))
+
+
+def short_version(v: object) -> str:
+    """The detector version as analysts see it: the engine's config digest (the full string, one
+    version per detector, goes into the tooltip)."""
+    text = "" if v is None else str(v)
+    m = re.search(r"config=([0-9a-f]+)", text)
+    return f"detectors {m.group(1)}" if m else text
 
 
 def _api_item(a: dict, full: bool = False) -> dict:
