@@ -1,7 +1,7 @@
 """Detection on a big night: time and peak memory per step, beside a floor.
 
-    .venv/bin/python bench/bench_detection.py [--night-rows 1000000] [--history-rows 2000000]
-        [--history-nights 30] [--threads 2] [--iforest]
+    .venv/bin/python bench/bench_detection.py [--night-rows (or --rows) 1000000] [--history-rows 2000000]
+        [--history-nights 30] [--threads 2] [--iforest] [--out benchmarks/detection.md] [--no-write]
 
 Builds ``marts.fct_declarations`` and ``marts.fct_consignment_matches`` (the documented columns
 detection reads) straight in a temporary DuckDB file: one night of ``--night-rows`` declarations and
@@ -13,13 +13,18 @@ and prints wall time and the process's peak RSS (``resource.getrusage``) after e
 
 The floor, in the same process on the same data: DuckDB computing the same peer statistics (median
 and MAD of the three log metrics per HS6 / HS4 / HS2, flow and unit, joined onto tonight's rows) plus
-fitting and scoring the same PyOD IsolationForest on the same features. Results: benchmarks/detection.md.
+fitting and scoring the same PyOD IsolationForest on the same features.
+
+Results: the run rewrites its own section of ``--out`` (benchmarks/detection.md; one section per size
+and detector set, between markers), with the load average before and after the run: the machine is
+shared, and the figures mean little without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -38,6 +43,17 @@ from tradesentry.detection.features import METRICS, _pick_sql, _stats_sql
 
 NIGHT = date(2026, 11, 27)
 MEMBERS = ["XA", "XB", "XC", "XD", "XE", "XF", "XG"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S, TARGET_MB = 15.0, 4096.0
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def peak_mb() -> float:
@@ -188,12 +204,15 @@ def floor(con: duckdb.DuckDBPyConnection, cfg: DetectionConfig) -> list:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--night-rows", type=int, default=1_000_000)
+    ap.add_argument("--night-rows", "--rows", type=int, default=1_000_000)
     ap.add_argument("--history-rows", type=int, default=2_000_000)
     ap.add_argument("--history-nights", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iforest", action="store_true", help="also run the (optional) IsolationForest detector")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "detection.md")
+    ap.add_argument("--no-write", action="store_true", help="print only, do not rewrite --out")
     args = ap.parse_args()
+    load_before = load_average()
 
     from pyod.models.iforest import IForest  # noqa: F401  (import cost outside the timings)
 
@@ -234,12 +253,76 @@ def main() -> int:
     for label, sec, rss, pk in fsteps:
         print(f"{label:<40} {sec:>8.2f} {rss:>9,.0f} {pk:>9,.0f}")
     print(f"{'floor total':<40} {ftotal:>8.2f}")
-    print(f"\ndetection / floor = {total / ftotal:.2f}; peak RSS {peak_mb():,.0f} MB (limit 4,096)")
+    peak = peak_mb()
+    print(f"\ndetection / floor = {total / ftotal:.2f}; peak RSS {peak:,.0f} MB (limit 4,096)")
+    load_after = load_average()
+    print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores)")
     con.close()
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
+    if not args.no_write:
+        res = {
+            "night_rows": args.night_rows, "history_rows": args.history_rows, "history_nights": args.history_nights,
+            "threads": args.threads, "detectors": dets, "rows": rows, "flagged": flagged, "steps": steps,
+            "timings": timings, "total": total, "floor": fsteps, "ftotal": ftotal, "peak": peak,
+            "base_peak": base_peak, "load_before": load_before, "load_after": load_after,
+        }  # fmt: skip
+        write_markdown(args.out, res)
+        print(f"written: {args.out}")
     return 0
+
+
+def render(res: dict) -> str:
+    from datetime import datetime
+
+    total, peak = res["total"], res["peak"]
+    met_s = "met" if total < TARGET_S else "NOT met"
+    met_mb = "met" if peak < TARGET_MB else "NOT met"
+    lines = [
+        f"### {res['night_rows']:,} declarations tonight, {res['history_rows']:,} over the "
+        f"{res['history_nights']} nights before ({', '.join(res['detectors'])})",
+        "",
+        f"Measured {datetime.now():%Y-%m-%d %H:%M} on {os.cpu_count()} cores, DuckDB threads {res['threads']}; "
+        f"**load average {res['load_before']} before the run, {res['load_after']} after** (1, 5, 15 min; "
+        f"other workers share the machine). {res['rows']:,} rows scored, {res['flagged']} anomalies. "
+        f"Peak RSS is the process's high-water mark; building the synthetic data in the same process "
+        f"peaked at {res['base_peak']:,.0f} MB before detection started.",
+        "",
+        "| step | seconds | peak RSS MB |",
+        "|---|---:|---:|",
+    ]
+    for label, sec, _rss, pk in res["steps"]:
+        lines.append(f"| {label} | {sec:.2f} | {pk:,.0f} |")
+    lines.append(f"| **total** | **{total:.2f}** | **{peak:,.0f}** |")
+    for label, sec, _rss, _pk in res["floor"]:
+        lines.append(f"| {label} | {sec:.2f} | |")
+    lines += [
+        f"| **floor total** | **{res['ftotal']:.2f}** | |",
+        "",
+        "Inside `score_night` (seconds): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in res["timings"].items() if not k.startswith("detector_"))
+        + f"; detectors {sum(v for k, v in res['timings'].items() if k.startswith('detector_')):.2f}.",
+        "",
+        f"detection / floor = {total / res['ftotal']:.2f}. Targets (under {TARGET_S:.0f} s, under "
+        f"{TARGET_MB:,.0f} MB): time {met_s}, memory {met_mb}.",
+    ]
+    return "\n".join(lines)
+
+
+def write_markdown(out: Path, res: dict) -> None:
+    """Replace this run's section (between markers) in the results file, keep the rest."""
+    key = f"{res['night_rows']}x{res['history_rows']}x{res['history_nights']}:{'+'.join(res['detectors'])}"
+    begin, end = f"<!-- bench-detection:{key}:begin -->", f"<!-- bench-detection:{key}:end -->"
+    current = out.read_text(encoding="utf-8") if out.exists() else "# Detection benchmark\n"
+    block = f"{begin}\n{render(res)}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(current):
+        current = pattern.sub(lambda _m: block, current)
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(current, encoding="utf-8")
 
 
 if __name__ == "__main__":

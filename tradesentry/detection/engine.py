@@ -41,6 +41,7 @@ from tradesentry.detection.feedback import (
     feature_matrix,
     feature_names,
     fit_feedback,
+    insert_rows,
     read_outcomes,
     store_rows,
 )
@@ -339,7 +340,7 @@ def _misclassified_as(
     cand = peers[
         (peers["flow"] == row.get("flow"))
         & (peers["hs6"] != hs6)
-        & (peers["hs6"].map(hs_section) == sec)
+        & ((peers["section"] if "section" in peers.columns else peers["hs6"].map(hs_section)) == sec)
         & (peers["n"] >= cfg.min_peer_group)
     ]
     if cand.empty:
@@ -493,7 +494,10 @@ def build_anomalies(
 ) -> list[dict[str, Any]]:
     flagged, audit = select_rows(ns, cfg)
     peers = ns.bundle.peer_stats_hs6
-    full = full_rows(con, sorted({int(i) for i in flagged} | {int(i) for i in audit}))
+    if not peers.empty:
+        peers = peers.assign(section=peers["hs6"].map(hs_section))  # once, not per flagged row
+    positions = sorted({int(i) for i in flagged} | {int(i) for i in audit})
+    full = full_rows(con, positions, ns.bundle)
     records: list[dict[str, Any]] = []
     for idx, is_audit in [(int(i), False) for i in flagged] + [(int(i), True) for i in audit]:
         row = _row(ns, idx, full)
@@ -579,7 +583,7 @@ ANOMALY_COLUMNS = (
 def _write(
     con: duckdb.DuckDBPyConnection, ns: NightScores, anomalies: list[dict[str, Any]], version: str
 ) -> None:
-    out = pd.DataFrame({"pos": np.arange(len(ns.frame), dtype="int64"), "score": ns.combined})
+    out = pd.DataFrame({"rid": ns.bundle.rowids, "score": ns.combined})
     ensure_table(con)
     names = [d.name for d in ns.detectors]
     for name in names:
@@ -593,7 +597,7 @@ def _write(
             f"""insert into detection.scores
                 select ?, s.reporter_country, s.declaration_id, cast(s.item_no as integer),
                     s.key, o.score, cast({json_expr} as json), ?
-                from _ts_scores_out o join _ts_subj s using (pos)""",
+                from _ts_scores_out o join _ts_subj s on s.rowid = o.rid""",
             [ns.night, version],
         )
         con.execute("delete from detection.anomalies where night = ?", [ns.night])
@@ -602,12 +606,8 @@ def _write(
         store_rows(
             con, ns.night, [{**a, "_pos": i} for i, a in enumerate(anomalies)], X, feature_names(ns.detectors)
         )
-        if anomalies:
-            placeholders = ", ".join("?" for _ in ANOMALY_COLUMNS.split(","))
-            con.executemany(
-                f"insert into detection.anomalies ({ANOMALY_COLUMNS}) values ({placeholders})",
-                [[a[c.strip()] for c in ANOMALY_COLUMNS.split(",")] for a in anomalies],
-            )
+        cols = [c.strip() for c in ANOMALY_COLUMNS.split(",")]
+        insert_rows(con, "detection.anomalies", cols, [[a[c] for c in cols] for a in anomalies])
         con.execute("commit")
     except Exception:
         con.execute("rollback")

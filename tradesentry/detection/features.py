@@ -21,6 +21,13 @@ Per declaration:
   ratio, HS mismatch, and which side is blamed;
 - orphan exports: exports to a member declared on N - ``transit_window_days`` with no matching import
   declared by N (computed as of N, not from the mart's status column).
+
+Cost (benchmarks/detection.md): the window's rows are read once into a narrow table (keys, groups,
+numbers); the peer statistics above HS6 are computed only for the groups some row falls back to; the
+peers are chosen once per (flow, HS6, HS4, HS2, unit) group; tonight's table (``_ts_subj``, numbers
+and the columns the writes need) is built in one statement and not sorted: the fetch sorts the
+numbers by key. The strings explanations read are read again for the flagged rows only
+(:func:`full_rows`). Without a model detector the window's rows are dropped before the fetch.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ TEMP_TABLES = (
     "_ts_st_uv",
     "_ts_st_vq",
     "_ts_st_mq",
+    "_ts_groups",
+    "_ts_pick",
     "_ts_z",
+    "_ts_zk",
     "_ts_pairs",
     "_ts_pair_stats",
     "_ts_mirror",
@@ -80,6 +90,9 @@ class FeatureBundle:
     history: FeatureFrame  # sample of the history rows (fit), extras["pairs"]: history mirror pairs
     peer_stats_hs6: pd.DataFrame  # (flow, hs6, n, median_log_uv, spread) of value per kg
     timings: dict[str, float] = field(default_factory=dict)
+    config: DetectionConfig | None = None
+    # rowid in _ts_subj of each subject row (the rows are fetched in key order, _ts_subj is not sorted)
+    rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))
 
 
 def _lit(d: date) -> str:
@@ -90,22 +103,62 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     row = con.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [schema, table],
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()
+    return bool(row and row[0][0])
+
+
+# _ts_m (every row of the window) holds keys, groups and numbers only; descriptive columns (trader
+# name, quantity unit, source file and line) are read for the flagged rows only (full_rows).
+# Columns of the scored rows that _ts_subj leaves out too (strings no detector reads for all rows):
+# full_rows reads them again from the declarations (or from _ts_pick) for the flagged rows
+REREAD_COLUMNS = (
+    "flow", "hs6", "hs4", "hs2", "partner_country", "origin_country", "trader_id",
+    "uv_level", "uv_group", "vq_level", "vq_group", "mq_level", "mq_group",
+)  # fmt: skip
+# where the wide row (the one explanations read) has them: after these columns of _ts_subj (d: the
+# declarations read again, k: _ts_pick)
+WIDE_AFTER = {
+    "night": ["d.flow", "d.hs6", "d.hs4", "d.hs2", "d.partner_country", "d.origin_country", "d.trader_id",
+              "d.trader_name"],
+    "quantity": ["d.quantity_unit"],
+    "fob_value": ["d.source_file", "d.source_line"],
+    "uv": ["k.uv_level", "k.uv_group"],
+    "z_uv": ["k.vq_level", "k.vq_group"],
+    "z_vq": ["k.mq_level", "k.mq_group"],
+}  # fmt: skip
 
 
 def _decl_select(src: str, where: str, cif: float) -> str:
     return f"""
         select declaration_key as key, reporter_country, declaration_id, cast(item_no as integer) as item_no,
             night, lower(flow) as flow, hs6, coalesce(hs4, left(hs6, 4)) as hs4,
-            coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id, trader_name,
-            cast(quantity as double) as quantity, quantity_unit, coalesce(quantity_unit, '') as qunit,
+            coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id,
+            cast(quantity as double) as quantity, coalesce(quantity_unit, '') as qunit,
             cast(net_mass_kg as double) as mass, cast(customs_value_usd as double) as value,
             cast(coalesce(statistical_value_usd, customs_value_usd
-                / case when upper(valuation_basis) = 'CIF' then {cif} else 1.0 end) as double) as fob_value,
-            source_file, cast(source_line as integer) as source_line
+                / case when upper(valuation_basis) = 'CIF' then {cif} else 1.0 end) as double) as fob_value
         from {src}
         where {where}"""
+
+
+def _descriptive_select(
+    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, keys: str
+) -> str:
+    """The descriptive and group columns of the declarations as of N whose key is in ``keys`` (a
+    subquery), computed as :func:`_decl_select` computes them."""
+    lo = _lit(night - timedelta(days=max(config.history_window_nights, config.transit_window_days)))
+    where = f"night between {lo} and {_lit(night)} and declaration_key in ({keys})"
+    cols = """select declaration_key as key, lower(flow) as flow, hs6, coalesce(hs4, left(hs6, 4)) as hs4,
+            coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id, trader_name,
+            quantity_unit, coalesce(quantity_unit, '') as qunit, source_file,
+            cast(source_line as integer) as source_line"""
+    src = f"{cols} from marts.fct_declarations where {where}"
+    if _table_exists(con, "marts", "fct_declaration_history"):
+        src += (
+            f"\nunion all\n{cols} from marts.fct_declaration_history "
+            f"where {where} and replaced_by_night > {_lit(night)}"
+        )
+    return src
 
 
 def _stats_sql(prefix: str, cfg: DetectionConfig) -> str:
@@ -138,15 +191,73 @@ def _stats_sql(prefix: str, cfg: DetectionConfig) -> str:
         from r left join cs using (level, flow, grp, qunit)"""
 
 
-def _pick_sql(prefix: str, cfg: DetectionConfig) -> tuple[str, str]:
-    """Select list and joins choosing HS6, else HS4, else HS2 peers for one metric."""
+def _level_stats_sql(prefix: str, cfg: DetectionConfig, lvl: str, needed: str | None) -> str:
+    """The rows of ``_ts_st_{prefix}`` for one level, as :func:`_stats_sql` computes them; ``needed``:
+    a query of the (flow, grp, qunit) groups to compute (None: all)."""
     expr, keyed = METRICS[prefix]
-    unit = "m.qunit" if keyed else "''"
+    unit = "qunit" if keyed else "''"
+    floor = cfg.spread_floor
+    h = f"select flow, {lvl} as grp, {unit} as qunit, {expr} as x from _ts_m where is_hist and {expr} is not null"
+    if needed is not None:
+        h = (
+            f"select h.* from ({h}) h semi join ({needed}) k "
+            "on k.flow = h.flow and k.grp = h.grp and k.qunit = h.qunit"
+        )
+    return f"""
+        with h as ({h}),
+        r as (select '{lvl}' as level, flow, grp, qunit, count(*) as n, median(x) as med0, mad(x) as mad0
+              from h group by flow, grp, qunit),
+        c as (select r.level, r.flow, r.grp, r.qunit, h.x from r join h on h.flow = r.flow and h.grp = r.grp
+              and h.qunit = r.qunit
+              where abs(h.x - r.med0) <= {cfg.clean_k} * greatest(1.4826 * r.mad0, {floor})),
+        cs as (select level, flow, grp, qunit, median(x) as med, mad(x) as mad from c group by all)
+        select r.level, r.flow, r.grp, r.qunit, r.n, coalesce(cs.med, r.med0) as med,
+            greatest(1.4826 * coalesce(cs.mad, r.mad0), {floor}) as spread
+        from r left join cs using (level, flow, grp, qunit)"""
+
+
+def _peer_stats_sqls(prefix: str, cfg: DetectionConfig) -> list[str]:
+    """``_ts_st_{prefix}``: the same statistics as :func:`_stats_sql`, computed for every HS6 group but
+    for the HS4 / HS2 groups only where a row of ``_ts_groups`` falls back to them (its HS6, then
+    HS4, group has fewer than ``min_peer_group`` declarations): the other HS4 / HS2 rows are never
+    picked, and the levels above HS6 cost twice the HS6 level's time."""
+    _, keyed = METRICS[prefix]
+    unit = "g.qunit" if keyed else "''"
+    mp = cfg.min_peer_group
+    small6 = (
+        f"left join _ts_st_{prefix} s6 on s6.level = 'hs6' and s6.flow = g.flow and s6.grp = g.hs6 "
+        f"and s6.qunit = {unit}"
+    )
+    small4 = (
+        f"left join _ts_st_{prefix} s4 on s4.level = 'hs4' and s4.flow = g.flow and s4.grp = g.hs4 "
+        f"and s4.qunit = {unit}"
+    )
+    need4 = (
+        f"select distinct g.flow, g.hs4 as grp, {unit} as qunit from _ts_groups g {small6} "
+        f"where not coalesce(s6.n >= {mp}, false)"
+    )
+    need2 = (
+        f"select distinct g.flow, g.hs2 as grp, {unit} as qunit from _ts_groups g {small6} {small4} "
+        f"where not coalesce(s6.n >= {mp}, false) and not coalesce(s4.n >= {mp}, false)"
+    )
+    return [
+        f"create or replace temp table _ts_st_{prefix} as {_level_stats_sql(prefix, cfg, 'hs6', None)}",
+        f"insert into _ts_st_{prefix} {_level_stats_sql(prefix, cfg, 'hs4', need4)}",
+        f"insert into _ts_st_{prefix} {_level_stats_sql(prefix, cfg, 'hs2', need2)}",
+    ]
+
+
+def _pick_sql(prefix: str, cfg: DetectionConfig, src: str = "m", with_z: bool = True) -> tuple[str, str]:
+    """Select list and joins choosing HS6, else HS4, else HS2 peers for one metric (``src``: the alias
+    of the rows, with columns flow, hs6, hs4, hs2, qunit; ``with_z``: also the z-score, from the
+    metric's column of ``src``)."""
+    expr, keyed = METRICS[prefix]
+    unit = f"{src}.qunit" if keyed else "''"
     mp = cfg.min_peer_group
     a6, a4, a2 = f"{prefix}6", f"{prefix}4", f"{prefix}2"
     joins = "\n".join(
-        f"left join _ts_st_{prefix} {a} on {a}.level = '{lvl}' and {a}.flow = m.flow "
-        f"and {a}.grp = m.{lvl} and {a}.qunit = {unit}"
+        f"left join _ts_st_{prefix} {a} on {a}.level = '{lvl}' and {a}.flow = {src}.flow "
+        f"and {a}.grp = {src}.{lvl} and {a}.qunit = {unit}"
         for a, lvl in ((a6, "hs6"), (a4, "hs4"), (a2, "hs2"))
     )
 
@@ -158,16 +269,64 @@ def _pick_sql(prefix: str, cfg: DetectionConfig) -> tuple[str, str]:
 
     cols = f"""
         {pick("'hs6'", "'hs4'", "'hs2'")} as {prefix}_level,
-        {pick("m.hs6", "m.hs4", "m.hs2")} as {prefix}_group,
+        {pick(f"{src}.hs6", f"{src}.hs4", f"{src}.hs2")} as {prefix}_group,
         {pick(f"{a6}.n", f"{a4}.n", f"{a2}.n")} as {prefix}_n,
         {pick(f"{a6}.med", f"{a4}.med", f"{a2}.med")} as {prefix}_med,
-        {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as {prefix}_spread,
+        {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as {prefix}_spread"""
+    if with_z:
+        cols += f""",
         ({expr} - {pick(f"{a6}.med", f"{a4}.med", f"{a2}.med")})
             / {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as z_{prefix}"""
     return cols, joins
 
 
+GROUP_KEY = ("flow", "hs6", "hs4", "hs2", "qunit")  # all the choice of peers depends on
+
+
+def _z_table_sql(cfg: DetectionConfig, where: str, view: bool = False) -> list[str]:
+    """``_ts_z``: the rows of ``_ts_m`` (``where``, over alias m) with, per metric, the peers chosen
+    (level, group, n, median, spread) and the robust z. The choice depends on the row's (flow, HS6,
+    HS4, HS2, unit) only: it is made once per distinct group (``_ts_pick``, a few thousand rows) and
+    joined onto the rows with one join instead of three per metric. ``view``: ``_ts_z`` is a view
+    (read once by the subjects' table), not a table."""
+    selects, joins = [], []
+    for prefix in METRICS:
+        c, j = _pick_sql(prefix, cfg, src="g", with_z=False)
+        selects.append(c)
+        joins.append(j)
+    pick = f"""
+        create or replace temp table _ts_pick as
+        select g.*, {",".join(selects)}
+        from _ts_groups g
+        {" ".join(joins)}"""
+    cols = []
+    for prefix, (expr, _) in METRICS.items():
+        cols += [f"p.{prefix}_{c}" for c in ("level", "group", "n", "med", "spread")]
+        cols.append(f"(m.{expr} - p.{prefix}_med) / p.{prefix}_spread as z_{prefix}")
+    on = " and ".join(f"p.{c} is not distinct from m.{c}" for c in GROUP_KEY)
+    z = f"""
+        create or replace temp {"view" if view else "table"} _ts_z as
+        select m.*, {", ".join(cols)}
+        from (select * from _ts_m m {where}) m
+        left join _ts_pick p on {on}"""
+    return [pick, z]
+
+
 def build_features(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> FeatureBundle:
+    """The features of night N's rows (see the module's docstring); temp tables stay for the writes.
+
+    Every statement here either sorts explicitly or does not depend on row order (the rows are
+    fetched in key order through their rowids), so DuckDB may insert and scan in any order meanwhile
+    (``preserve_insertion_order`` off: cheaper parallel table builds); the setting is restored."""
+    before = con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("set preserve_insertion_order = false")
+    try:
+        return _build_features(con, night, config)
+    finally:
+        con.execute(f"set preserve_insertion_order = {'true' if before else 'false'}")
+
+
+def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> FeatureBundle:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     W = config.history_window_nights
@@ -247,19 +406,23 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
 
     # 2. peer statistics of the history, per metric and level
     t = time.perf_counter()
-    for prefix in METRICS:
-        con.execute(_stats_sql(prefix, config))
-    selects, joins = [], []
-    for prefix in METRICS:
-        c, j = _pick_sql(prefix, config)
-        selects.append(c)
-        joins.append(j)
     con.execute(f"""
-        create or replace temp table _ts_z as
-        select m.*, {",".join(selects)}
-        from _ts_m m
-        {" ".join(joins)}
-        {"" if need_history else subjects_only}""")
+        create or replace temp table _ts_groups as
+        select distinct {", ".join(GROUP_KEY)} from _ts_m m {"" if need_history else subjects_only}""")
+    for prefix in METRICS:
+        for sql in _peer_stats_sqls(prefix, config):
+            con.execute(sql)
+    _drop(con, "_ts_f")
+    _drop(con, "_ts_z")
+    for sql in _z_table_sql(config, "" if need_history else subjects_only, view=not need_history):
+        con.execute(sql)
+    # the rows tonight's pairs charge, with their z (the mirror's blame reads them)
+    zk = "_ts_z"
+    if not need_history:
+        zk = "_ts_zk"
+        con.execute(
+            "create or replace temp table _ts_zk as select * from _ts_z where key in (select key from _ts_keys)"
+        )
     timings["peer_stats"] = time.perf_counter() - t
 
     # 4. mirror: tonight's pairs against the spread of the history's pairs
@@ -294,8 +457,8 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
                 abs(coalesce(zi.z_vq, zi.z_uv, 0)) >= abs(coalesce(ze.z_vq, ze.z_uv, 0)) as bh_imp
             from _ts_pairs p
             cross join _ts_pair_stats ps
-            join _ts_z ze on ze.key = p.export_key
-            join _ts_z zi on zi.key = p.import_key
+            join {zk} ze on ze.key = p.export_key
+            join {zk} zi on zi.key = p.import_key
             where p.done_night = {N}
         ),
         sides as (
@@ -322,9 +485,7 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
 
     # 3. route rarity and trader features (history rows leave themselves / their night out); for
     # tonight's rows and the earlier rows tonight's pairs and orphan check charge, and for the
-    # history too only when a model detector is fitted on it
-    t = time.perf_counter()
-    subjects_z = f"where z.night = {N} or z.key in (select key from _ts_keys)"
+    # history too only when a model detector is fitted on it (_ts_z holds those rows already)
     con.execute(f"""
         create or replace temp view _ts_f as
         with rh as (select flow, hs6, count(*) as n from _ts_m where is_hist group by all),
@@ -333,7 +494,14 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
         ro as (select flow, hs6, coalesce(origin_country, '') as oc, count(*) as c
                from _ts_m where is_hist group by all),
         tn as (select reporter_country, trader_id, night, count(*) as c
-               from _ts_m where trader_id is not null and (is_hist or night = {N}) group by all),
+               from _ts_m where trader_id is not null and night = {N} group by all
+               union all
+               -- per-night counts of the history: only for the (trader, night) of rows in _ts_z
+               select reporter_country, trader_id, night, count(*) as c
+               from _ts_m semi join (select distinct reporter_country, trader_id, night from _ts_z
+                                     where trader_id is not null and is_hist) s
+                   using (reporter_country, trader_id, night)
+               where trader_id is not null and is_hist group by all),
         th as (select reporter_country, trader_id, count(*) as tot
                from _ts_m where trader_id is not null and is_hist group by all),
         tz as (select reporter_country, trader_id, median(z_uv) as med_z
@@ -365,11 +533,9 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
         left join tn on tn.reporter_country = z.reporter_country and tn.trader_id = z.trader_id
             and tn.night = z.night
         left join th on th.reporter_country = z.reporter_country and th.trader_id = z.trader_id
-        left join tz on tz.reporter_country = z.reporter_country and tz.trader_id = z.trader_id
-        {"" if need_history else subjects_z}""")
-    timings["route_trader"] = time.perf_counter() - t
+        left join tz on tz.reporter_country = z.reporter_country and tz.trader_id = z.trader_id""")
 
-    # 5. fetch: tonight's rows (+ context rows) and a deterministic history sample
+    # 5. tonight's table and the fetch: tonight's rows (+ context rows), a deterministic history sample
     t = time.perf_counter()
     # the peers' usual lot size (5th percentile of net mass): far smaller lots of tiny value are
     # samples or parcels, legitimate oddities the ranking discounts
@@ -380,22 +546,19 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
             median(ln(value)) filter (where value > 0) as lot_value_med,
             greatest(1.4826 * mad(ln(value)) filter (where value > 0), 0.1) as lot_value_spread
         from _ts_m where is_hist and mass > 0 group by all""")
+    timings["lot"] = time.perf_counter() - t
+    # tonight's table: the route and trader statistics (the view _ts_f) are computed here
+    t = time.perf_counter()
     con.execute(f"""
         create or replace temp table _ts_subj as
-        with f as materialized (
-            select * exclude (qunit) from _ts_f where night = {N} or key in (select key from _ts_keys)
-        ),
-        o as (select key, row_number() over (order by key) - 1 as pos from f)
-        select o.pos,
-            f.* exclude (is_hist), f.night < {N} as is_context,
+        select f.* exclude (is_hist, qunit, {", ".join(REREAD_COLUMNS)}), f.night < {N} as is_context,
             mi.* exclude (key), coalesce(oo.is_orphan, 0) as is_orphan,
             oo.orphan_dest_exports, oo.orphan_dest_orphans,
             exp(pst.med) as partner_hs_uv_med, lot.lot_p05_kg,
             (ln(f.mass) - lot.lot_mass_med) / lot.lot_mass_spread as z_lot_mass,
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
             exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd
-        from f
-        join o using (key)
+        from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
         left join _ts_mirror mi on mi.key = f.key
         left join _ts_orph oo on oo.key = f.key and oo.is_orphan = 1
@@ -403,13 +566,34 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
             and pst.grp = mi.pair_partner_hs6 and pst.qunit = ''
         where f.night = {N} or mi.key is not null or oo.key is not null""")
     timings["subjects_table"] = time.perf_counter() - t
-    # detectors read a few numbers per row (as numpy arrays); descriptive columns are fetched for
-    # flagged rows only (full_rows)
+    if not need_history:
+        # the rows of the window are not read again (the history sample reads them with a model
+        # detector only): free their memory before the fetch
+        for name in ("_ts_f", "_ts_z", "_ts_decl", "_ts_zk", "_ts_m"):
+            _drop(con, name)
+    t = time.perf_counter()
+    # detectors read a few numbers per row (as numpy arrays); descriptive columns are read for the
+    # flagged rows only (full_rows). A row's position is its rank by key (ties in the ranking are
+    # broken by position): the fetch sorts by key and keeps each row's rowid in _ts_subj (for the
+    # writes and the explanations); _ts_subj itself is not sorted
     have = {name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()}
-    wanted = [c for c in SUBJECT_COLUMNS if c in have]
-    subjects = pd.DataFrame(
-        con.execute(f"select {', '.join(wanted)} from _ts_subj order by pos").fetchnumpy()
+    wanted = [c for c in SUBJECT_COLUMNS if c in have or c == "pos"]
+    # (sorting the keys alone and reordering the arrays in numpy is cheaper than sorting wide rows)
+    rowids = np.asarray(
+        con.execute("select rowid as _rid from _ts_subj order by key").fetchnumpy()["_rid"], dtype="int64"
     )
+    fetched = con.execute(
+        f"select rowid as _rid, {', '.join(c for c in wanted if c != 'pos')} from _ts_subj"
+    ).fetchnumpy()
+    at = np.empty(len(rowids), dtype="int64")  # rowid -> index in this fetch
+    at[np.asarray(fetched.pop("_rid"), dtype="int64")] = np.arange(len(rowids), dtype="int64")
+    take = at[rowids]
+    fetched = {
+        "pos": np.arange(len(rowids), dtype="int64"),
+        **{c: plain_array(v)[take] for c, v in fetched.items()},
+    }
+    subjects = pd.DataFrame({c: fetched[c] for c in wanted})
+    del fetched, at, take
     if need_history:
         hist_cols = [c for c in wanted if c in HISTORY_COLUMNS]
         history = con.execute(f"""
@@ -433,23 +617,67 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
         history=FeatureFrame(history, night, extras={"pairs": pairs}),
         peer_stats_hs6=peer,
         timings=timings,
+        config=config,
+        rowids=rowids,
     )
 
 
-def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int]) -> pd.DataFrame:
-    """All columns of tonight's rows at these positions (for explanations), indexed by position."""
+def plain_array(v: np.ndarray) -> np.ndarray:
+    """A fetched column as the plain array pandas makes of it (``pd.DataFrame`` of a masked array:
+    NULLs become NaN, integers with NULLs float64, booleans with NULLs object), without pandas'
+    slower masked-array path."""
+    if not isinstance(v, np.ma.MaskedArray):
+        return v
+    mask = np.ma.getmaskarray(v)
+    data = np.ma.getdata(v)
+    if not mask.any():
+        return data.copy()
+    out = data.astype("float64" if data.dtype.kind in "iuf" else object)
+    out[mask] = np.nan
+    return out
+
+
+def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int], bundle: FeatureBundle) -> pd.DataFrame:
+    """All columns of tonight's rows at these positions (for explanations), indexed by position: the
+    numbers of ``_ts_subj``, plus the columns it leaves out (descriptive columns, groups, the peers
+    chosen) read again for these rows only, from the declarations as of N and ``_ts_pick``."""
     if not positions:
         return pd.DataFrame()
-    con.register("_ts_pos", pd.DataFrame({"pos": positions}))
+    cols = [name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()]
+    order: list[str] = ["p.pos"]
+    for c in cols:
+        order.append(f"s.{c}")
+        order += WIDE_AFTER.get(c, [])
+    desc = _descriptive_select(
+        con, bundle.night, bundle.config or DetectionConfig(),
+        "select s.key from _ts_subj s join _ts_pos p on s.rowid = p.rid",
+    )  # fmt: skip
+    on = " and ".join(f"k.{c} is not distinct from d.{c}" for c in GROUP_KEY)
+    sql = f"""select {", ".join(order)}
+              from _ts_subj s join _ts_pos p on s.rowid = p.rid
+              left join ({desc}) d on d.key = s.key
+              left join _ts_pick k on {on}
+              order by p.pos"""
+    pos = np.asarray(positions, dtype="int64")
+    con.register("_ts_pos", pd.DataFrame({"pos": pos, "rid": bundle.rowids[pos]}))
     try:
-        df = con.execute("select s.* from _ts_subj s join _ts_pos p using (pos) order by pos").df()
+        df = con.execute(sql).df()
     finally:
         con.unregister("_ts_pos")
     return df.set_index("pos", drop=False)
 
 
+def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a temporary table or view of that name (``_ts_z`` is either)."""
+    kinds = con.execute(
+        "select 'view' from duckdb_views() where temporary and view_name = ? "
+        "union all select 'table' from duckdb_tables() where temporary and table_name = ?",
+        [name, name],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"drop {kind} if exists {name}")
+
+
 def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("drop view if exists _ts_decl")
-    con.execute("drop view if exists _ts_f")
-    for name in TEMP_TABLES:
-        con.execute(f"drop table if exists {name}")
+    for name in ("_ts_decl", "_ts_f", *TEMP_TABLES):
+        _drop(con, name)
