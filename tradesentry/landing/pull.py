@@ -289,22 +289,6 @@ def landed_files(settings: Settings, feed: str, night: date) -> list[LandedFile]
     return sorted(out, key=lambda f: (f.arrived_at, f.source_file))
 
 
-def iter_landed_nights(settings: Settings, feed: str) -> Iterator[date]:
-    if settings.landing_remote:
-        base = landing_root(settings) / feed
-        _forget_listings(base)
-        for name in _remote_subdirs(base):
-            if any((base / name / sub / "manifest.json").exists() for sub in _remote_subdirs(base / name)):
-                yield date.fromisoformat(name)
-        return
-    base = settings.landing / feed
-    if not base.exists():
-        return
-    for d in sorted(base.iterdir()):
-        if d.is_dir() and any(d.glob("*/manifest.json")):
-            yield date.fromisoformat(d.name)
-
-
 @contextmanager
 def local_copy(landed: LandedFile, settings: Settings) -> Iterator[Path]:
     """A local path to read a landed file from. Local landing: the landed file itself. Object

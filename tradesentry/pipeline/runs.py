@@ -44,7 +44,3 @@ def read_records(settings: Settings, night: date, prefix: str) -> dict[str, dict
         out[path.stem[len(prefix) :]] = json.loads(path.read_text())
     return out
 
-
-def clear_records(settings: Settings, night: date, prefix: str) -> None:
-    for path in night_run_dir(settings, night).glob(f"{prefix}*.json"):
-        path.unlink()

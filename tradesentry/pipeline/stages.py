@@ -17,7 +17,7 @@ from typing import Any
 
 from tradesentry.feeds.loader import load_all, load_feeds
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
-from tradesentry.pipeline.runs import read_records, write_record
+from tradesentry.pipeline.runs import write_record
 from tradesentry.settings import Settings
 from tradesentry.warehouse import open_warehouse
 
@@ -250,10 +250,3 @@ def backfill(
     summary["backfill"] = {"from": first.isoformat(), "to": last.isoformat(), "pull_failures": pulled["failures"]}
     return summary
 
-
-def pull_failures(settings: Settings, night: date) -> dict[str, str]:
-    return {
-        feed: str(rec.get("error"))
-        for feed, rec in read_records(settings, night, "pull-").items()
-        if rec.get("status") != "ok"
-    }
