@@ -4,6 +4,7 @@ consignment matching). Real dbt, real DuckDB, in a tmp dir; built once per modul
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -554,3 +555,90 @@ def test_dbt_unit_tests(unit_test_result):
     passed = unit_test_result.nodes("pass")
     assert len(passed) >= 4, unit_test_result.stdout[-3000:]
     assert not unit_test_result.nodes("fail")
+
+
+# --- Incremental builds against a full refresh ----------------------------------------------------
+
+N4 = date(2026, 3, 4)
+XB_N4 = [
+    # the import side of EX-2 (reference BL-002) arrives two nights later
+    ["IM-2", "2026-03-03", "IM", "09011100", "XAA", "0.5", "t", "2100", "EUR", "bl 002"],
+    ["IM-4", "2026-03-04", "IM", "03021100", "XAA", "80", "kg", "700", "USD", ""],
+]
+
+
+def _copy_settings(settings: Settings, tmp: Path) -> Settings:
+    """The same feeds and dbt project on a copy of the warehouse (its own dbt target and logs)."""
+    copy = Settings(data_dir=tmp / "data", feeds_dir=settings.feeds_dir, dbt_project_dir=settings.dbt_project_dir)
+    copy = copy.resolve()
+    copy.warehouse.parent.mkdir(parents=True)
+    shutil.copyfile(settings.warehouse, copy.warehouse)
+    return copy
+
+
+def _sorted_rows(snap: dict[str, list[dict]]) -> dict[str, list[tuple]]:
+    def row(r: dict | tuple) -> tuple:
+        return tuple(sorted(r.items())) if isinstance(r, dict) else tuple(r)
+
+    return {t: sorted((row(r) for r in rows), key=repr) for t, rows in snap.items()}
+
+
+@pytest.fixture(scope="module")
+def incremental_then_refreshed(built, tmp_path_factory):
+    """Three more changes on a copy of the built warehouse, built incrementally; then the same
+    warehouse rebuilt with --full-refresh."""
+    settings = _copy_settings(built["settings"], tmp_path_factory.mktemp("incremental"))
+    con = duckdb.connect(str(settings.warehouse))
+    try:
+        # 1. the hold on xa N3 is lifted: EX-10 is harmonised
+        con.execute("update ops.feed_holds set lifted_at = ? where feed = 'xa'", [datetime(2026, 3, 5, 1)])
+        # 2. a late critical failure on EX-9's newest version (xa N2, line 1): N1's version is current again
+        n2_file = con.execute(
+            "select source_file from raw.landed_files where feed = 'xa' and night = ?", [N2]
+        ).fetchone()[0]
+        con.execute(
+            "insert into ops.quality_row_failures values "
+            "('xa', ?, ?, 1, 'quality', 'partner_country_member', 'out_of_range', 'late check', 'critical')",
+            [N2, n2_file],
+        )
+        # 3. a new night: the import of EX-2's consignment and a fallback import
+        _load(con, "xb__declarations", XB_COLS, "xb", N4, XB_N4, datetime(2026, 3, 5, 1))
+    finally:
+        con.close()
+    harmonise(settings)
+    build_marts(settings, vars={"as_of_night": N4.isoformat()})
+    incremental = _snapshot(settings)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        dirty = [r[0] for r in con.execute("select night from marts.mart_dirty_nights order by 1").fetchall()]
+
+    refreshed_settings = _copy_settings(settings, tmp_path_factory.mktemp("refreshed"))
+    args = [
+        "build", "--full-refresh", "--exclude-resource-type", "unit_test",
+        "--vars", json.dumps({"as_of_night": N4.isoformat()}),
+    ]  # fmt: skip
+    run_dbt(args, refreshed_settings)
+    return {"incremental": incremental, "refreshed": _snapshot(refreshed_settings), "dirty": dirty}
+
+
+def test_incremental_marts_follow_the_changes(incremental_then_refreshed):
+    # N1 did not change: its rows were left as they were.
+    assert incremental_then_refreshed["dirty"] == [N2, N3, N4]
+    snap = incremental_then_refreshed["incremental"]
+    assert [r["night"] for r in _decl(snap, "EX-10")] == [N3]
+    assert not [r for r in snap["fct_held_rows"] if r["hold_reason_code"] == "feed_held"]
+    ex9 = _decl(snap, "EX-9")
+    assert [(r["night"], r["customs_value_original"]) for r in ex9] == [(N1, 111)]
+    assert not [r for r in snap["fct_declaration_history"] if r["declaration_id"] == "EX-9"]
+    assert _quarantine(snap, "EX-9")["reason"] == "partner_country_member: late check"
+    ex2 = [r for r in snap["fct_consignment_matches"] if r["export_key"] == "XA|EX-2|1"]
+    assert [(r["import_key"], r["match_method"], r["status"]) for r in ex2] == [("XB|IM-2|1", "reference", "matched")]
+    for feed, night, n_in, n_out in snap["conservation"]:
+        assert n_in == n_out, f"{feed} {night}: landed {n_in} != marts {n_out}"
+
+
+def test_incremental_marts_equal_a_full_refresh(incremental_then_refreshed):
+    incremental = _sorted_rows(incremental_then_refreshed["incremental"])
+    refreshed = _sorted_rows(incremental_then_refreshed["refreshed"])
+    assert incremental.keys() == refreshed.keys()
+    for table in incremental:
+        assert incremental[table] == refreshed[table], table

@@ -68,6 +68,9 @@ def project(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         for name, var in folders.items():
             mp.setenv(f"TRADESENTRY_{var}", str(base / name))
+        # A short matching horizon, so that the nightly marts builds leave the oldest exports'
+        # matches as they are (test_incremental_marts_equal_a_full_refresh).
+        mp.setenv("TRADESENTRY_MATCH_HORIZON_DAYS", "3")
         yield base
 
 
@@ -335,3 +338,43 @@ def _xb_scored(settings: Settings, night: date) -> int:
             "(select 'XB|' || \"Anmeldung\" || '|' || \"Position\" from raw.xb__declarations where _night = ?)",
             [night, night],
         ).fetchone()[0]
+
+
+def test_incremental_marts_equal_a_full_refresh(run: dict, tmp_path: Path) -> None:
+    """After the backfill and the DAG runs above (each an incremental marts build), one more
+    incremental build and a --full-refresh build of a copy of the same warehouse hold the same rows."""
+    from tradesentry.harmonise.dbt_runner import MARTS_ARGS, run_dbt
+
+    settings = run["settings"]
+    as_of = {"as_of_night": LAST.isoformat()}
+    states = {}
+    for name, extra in (("incremental", []), ("full_refresh", ["--full-refresh"])):
+        copy = Settings(
+            data_dir=tmp_path / name,
+            feeds_dir=settings.feeds_dir,
+            dbt_project_dir=settings.dbt_project_dir,
+            match_horizon_days=settings.match_horizon_days,
+        ).resolve()
+        copy.warehouse.parent.mkdir(parents=True)
+        shutil.copyfile(settings.warehouse, copy.warehouse)
+        run_dbt([*MARTS_ARGS, *extra], copy, vars=as_of)
+        with duckdb.connect(str(copy.warehouse), read_only=True) as con:
+            states[name] = {
+                table: _table_hash(con, f"select * from marts.{table} order by all")
+                for table in (
+                    "fct_declarations",
+                    "fct_declaration_history",
+                    "fct_quarantine",
+                    "fct_held_rows",
+                    "fct_consignment_matches",
+                    "dim_traders",
+                )
+            }
+            if name == "incremental":
+                kept = con.execute(
+                    "select count(*) from marts.fct_consignment_matches where export_key not in "
+                    "(select declaration_key from marts.fct_consignment_matches__scope where rematch_export)"
+                ).fetchone()[0]
+                assert kept > 0, "the horizon left no export's match as it was"
+    assert states["incremental"] == states["full_refresh"]
+    assert states["incremental"]["fct_consignment_matches"][0] > 0

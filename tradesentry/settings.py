@@ -56,6 +56,7 @@ class Settings:
     # Scoring
     history_window_nights: int = 60
     transit_window_days: int = 21
+    match_horizon_days: int = 90
     min_peer_group: int = 8
     low_price_ratio: float = 0.5
     high_price_multiple: float = 3.0

@@ -94,6 +94,7 @@ def dbt_vars(settings: Settings, extra: dict[str, Any] | None = None) -> dict[st
         "max_rate_age_days": settings.max_rate_age_days,
         "cif_fob_factor": settings.cif_fob_factor,
         "transit_window_days": settings.transit_window_days,
+        "match_horizon_days": settings.match_horizon_days,
     }
     out.update(extra or {})
     return out

@@ -1,8 +1,19 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ ts_matches_prepare_incremental() }}"
+) }}
+
+-- depends_on: {{ ref('mart_dirty_keys') }}
+
 -- Mirror matching: each export of a member country A to a member country B, matched to B's import
 -- from A of the same consignment. First by the normalised transport reference (items of one
--- consignment paired within the same HS6, the rest in item order), then, for exports no reference matched, by HS6 +
--- country pair + net mass within a tolerance + import 0-30 days after the export. Unmatched exports
--- are `orphan` once older than transit_window_days at as_of_night, `pending` before that.
+-- consignment paired within the same HS6, the rest in item order), then, for exports no reference
+-- matched, by HS6 + country pair + net mass within a tolerance + import 0-30 days after the export.
+-- Unmatched exports are `orphan` once older than transit_window_days at as_of_night, `pending`
+-- before that. Incremental over a window: ts_matches_prepare_incremental (macros/incremental.sql)
+-- says which exports a run rematches and against which imports.
 
 {%- set tolerance = var('fallback_mass_tolerance', 0.05) | float %}
 {%- set max_transit = var('fallback_max_transit_days', 30) | int %}
@@ -20,15 +31,7 @@ members as (
 ),
 
 as_of as (
-    -- var as_of_night (or env TRADESENTRY_AS_OF_NIGHT, which the pipeline sets so that --vars stay
-    -- the same from one invocation and night to the next and dbt can parse partially), else the
-    -- latest night landed, else the latest night declared.
-    select
-        coalesce(
-            {{ ts_date_literal(var('as_of_night', none) or env_var('TRADESENTRY_AS_OF_NIGHT', '')) }},
-            (select max(landed_files.night) from {{ source('raw', 'landed_files') }} as landed_files),
-            (select max(declarations.night) from declarations)
-        ) as as_of_night
+    select {{ ts_as_of_night_sql(ref('fct_declarations')) }} as as_of_night
 ),
 
 exports as (
@@ -38,6 +41,12 @@ exports as (
         flow = 'export'
         and reporter_country in (select m.country_code from members as m)
         and partner_country in (select m.country_code from members as m)
+    {%- if is_incremental() %}
+        and declaration_key in (
+            select s.declaration_key from {{ this.schema }}.fct_consignment_matches__scope as s
+            where s.rematch_export
+        )
+        {%- endif %}
 ),
 
 imports as (
@@ -47,6 +56,16 @@ imports as (
         flow = 'import'
         and reporter_country in (select m.country_code from members as m)
         and partner_country in (select m.country_code from members as m)
+    {%- if is_incremental() %}
+        and declaration_key in (
+            select s.declaration_key from {{ this.schema }}.fct_consignment_matches__scope as s
+            where s.flow = 'import'
+        )
+        -- imports matched to an export outside the rematch stay with it
+        and declaration_key not in (
+            select m.import_key from {{ this }} as m where m.import_key is not null
+        )
+        {%- endif %}
 ),
 
 -- 1. By reference. Items of one consignment pair first within the same HS6 (in mass order), then

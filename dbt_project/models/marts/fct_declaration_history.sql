@@ -1,23 +1,38 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ ts_delete_dirty_keys() }}"
+) }}
+
+-- depends_on: {{ ref('mart_dirty_keys') }}
+
 -- Versions of declarations replaced by a later one (a later night, or the same night arriving
 -- later): same columns as fct_declarations plus the night of the version that replaced them.
+-- Incremental by declaration key, as fct_declarations.
 
 with
 
-converted as (
-    select * from {{ ref('int_declarations_converted') }}
+versions as (
+    {{ ts_declaration_versions(is_incremental()) }}
 ),
 
-routed as (
-    select * from {{ ref('mart_declarations_routed') }}
+replaced_versions as (
+    select * from versions
+    where version_rank > 1
+),
+
+converted as (
+    select * from {{ ref('int_declarations_converted') }}
 )
 
 select
     {{- ts_select_declaration_columns('converted') }},
-    routed.latest_night as replaced_by_night
+    replaced_versions.latest_night as replaced_by_night
 from converted
-inner join routed
+inner join replaced_versions
     on
-        converted.feed = routed.feed
-        and converted.source_file = routed.source_file
-        and converted.source_line = routed.source_line
-where routed.route = 'ok' and routed.version_rank > 1
+        converted.night = replaced_versions.night
+        and converted.feed = replaced_versions.feed
+        and converted.source_file = replaced_versions.source_file
+        and converted.source_line = replaced_versions.source_line

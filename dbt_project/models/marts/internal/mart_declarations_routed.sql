@@ -1,9 +1,18 @@
-{{ config(materialized='ephemeral') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    pre_hook="{{ ts_delete_dirty_nights() }}"
+) }}
+
+-- depends_on: {{ ref('mart_dirty_nights') }}
 
 -- Where every landed row goes, decided when the marts are built (after the harmonised-stage quality
 -- gates): held (feed hold, rate missing), quarantine (quality, harmonise) or ok. Parse rejects are
--- not in the raw tables' rows and go straight to fct_quarantine. Each ok row gets its version rank
--- per declaration key: a later night wins, then a later arrival, then a later line; never load order.
+-- not in the raw tables' rows and go straight to fct_quarantine. Incremental by night: a row's route
+-- depends only on its own night's holds, its own line's quality failures and its converted row, so
+-- a run rebuilds the nights in mart_dirty_nights; version ranks across nights are computed for the
+-- dirty declaration keys by fct_declarations and fct_declaration_history.
 
 with
 
@@ -16,6 +25,9 @@ landed as (
         declaration_id,
         raw_values
     from {{ ref('int_declarations_landed') }}
+    {%- if is_incremental() %}
+    where night in (select d.night from {{ ref('mart_dirty_nights') }} as d)
+    {%- endif %}
 ),
 
 parse_rejects as (
@@ -51,6 +63,9 @@ quality_failures as (
 
 converted as (
     select * from {{ ref('int_declarations_converted') }}
+    {%- if is_incremental() %}
+    where night in (select d.night from {{ ref('mart_dirty_nights') }} as d)
+    {%- endif %}
 ),
 
 routed as (
@@ -61,6 +76,8 @@ routed as (
         landed.source_line,
         landed.declaration_id,
         landed.raw_values,
+        converted.declaration_key,
+        converted.arrived_at,
         case
             when active_holds.feed is not null then 'held'
             when quality_failures.feed is not null then 'quarantine'
@@ -107,43 +124,7 @@ routed as (
                 and r.source_file = landed.source_file
                 and r.source_line = landed.source_line
         )
-),
-
-ok_versions as (
-    select
-        converted.*,
-        row_number() over (
-            partition by converted.declaration_key
-            order by
-                converted.night desc,
-                converted.arrived_at desc,
-                converted.source_file desc,
-                converted.source_line desc
-        ) as version_rank,
-        first_value(converted.night) over (
-            partition by converted.declaration_key
-            order by
-                converted.night desc,
-                converted.arrived_at desc,
-                converted.source_file desc,
-                converted.source_line desc
-        ) as latest_night
-    from converted
-    inner join routed
-        on
-            converted.feed = routed.feed
-            and converted.source_file = routed.source_file
-            and converted.source_line = routed.source_line
-    where routed.route = 'ok'
 )
 
-select
-    routed.*,
-    ok_versions.version_rank,
-    ok_versions.latest_night
+select routed.*
 from routed
-left join ok_versions
-    on
-        routed.feed = ok_versions.feed
-        and routed.source_file = ok_versions.source_file
-        and routed.source_line = ok_versions.source_line
