@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import unquote, urlparse
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
@@ -153,7 +153,7 @@ def _open_http(uri: str, spec: AnySpec, where: str, settings: Settings) -> tuple
     if resp.status_code >= 400:
         raise PullError(f"{where}: HTTP {resp.status_code} {resp.reason}")
     resp.raw.decode_content = True
-    return resp.raw, _utc_naive(resp.headers.get("Last-Modified"))
+    return cast(BinaryIO, resp.raw), _utc_naive(resp.headers.get("Last-Modified"))
 
 
 def _open_sftp(uri: str, where: str) -> tuple[BinaryIO, str | None]:
