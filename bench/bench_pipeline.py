@@ -328,7 +328,8 @@ def write_history(settings: Any, night: date, nights: int, per_night: int) -> in
                 f"from ({sel})"
             )
             con.execute(
-                f"insert into raw.landed_files select '{la.feed}', _night, _source_file, 'bench-history', "
+                f"insert into raw.landed_files (feed, night, source_file, sha256, bytes, rows_landed, rows_rejected, "
+                f"source_uri, arrived_at, columns) select '{la.feed}', _night, _source_file, 'bench-history', "
                 f"count(*) * 150, count(*), 0, 'bench://history', min(_arrived_at), "
                 f"{[h for h in la.headers]}::varchar[] "
                 f"from {table} where _file_sha256 = 'bench-history' group by _night, _source_file"
@@ -351,7 +352,8 @@ def write_history(settings: Any, night: date, nights: int, per_night: int) -> in
             [(d, d, i + 1, d, d, cur, f"{r:.6f}") for i, (d, cur, r) in enumerate(rates)],
         )
         con.execute(
-            f"insert into raw.landed_files select 'exchange_rates', _night, _source_file, 'bench-history', "
+            f"insert into raw.landed_files (feed, night, source_file, sha256, bytes, rows_landed, rows_rejected, "
+            f"source_uri, arrived_at, columns) select 'exchange_rates', _night, _source_file, 'bench-history', "
             f"count(*) * 30, count(*), 0, 'bench://history', min(_arrived_at), ['date', 'currency', 'units_per_usd'] "
             f"from {rtable} where _file_sha256 = 'bench-history' group by _night, _source_file"
         )

@@ -258,7 +258,8 @@ def built(tmp_path_factory):
         "insert into ops.feed_holds values ('xa', ?, 'volume_drop', 'rows fell by 90%', ?, null)",
         [N3, datetime(2026, 3, 4, 2)],
     )
-    # A raw-stage critical failure (QF-1, line 11) and a warning (QW-1, line 12).
+    # Raw-stage row failures of a critical (QF-1, line 11) and a warning (QW-1, line 12) expectation:
+    # both quarantine their row (a warning only does not hold the feed).
     con.execute(
         "insert into ops.quality_row_failures values "
         "('xa', ?, ?, 11, 'quality', 'customs_value_in_range', 'out_of_range', 'customs_value 10 below 50', 'critical'),"
@@ -419,6 +420,7 @@ def _quarantine(snap, declaration_id):
         ("BAD-CTRY", "harmonise", "unknown_country", "partner_country 'QQ' is not a known alpha2"),
         ("IM-BADCUR", "harmonise", "unknown_currency", "currency 'XYZ'"),
         ("QF-1", "quality", "out_of_range", "customs_value 10 below 50"),
+        ("QW-1", "quality", "missing_value", "trader_name_present: trader_name is empty"),
     ],
 )
 def test_quarantine_reasons(built, declaration_id, stage, code, words):
@@ -435,8 +437,8 @@ def test_parse_rejects_and_warnings(built):
     assert (
         len(parse) == 1 and parse[0]["source_line"] == 99 and parse[0]["reason_code"] == "wrong_field_count"
     )
-    # A warning does not quarantine.
-    assert len(_decl(snap, "QW-1")) == 1
+    # A row failing a warning expectation is quarantined too, not harmonised.
+    assert _decl(snap, "QW-1") == []
     keys = [(r["feed"], r["night"], r["source_file"], r["source_line"]) for r in snap["fct_quarantine"]]
     assert len(keys) == len(set(keys))
 

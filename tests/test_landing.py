@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,10 +66,17 @@ def _write_source(settings: Settings, text: str = "\n".join(ROWS) + "\n") -> Pat
     return src
 
 
+DELIVERED = datetime(2026, 11, 28, 1, 30, 5, tzinfo=UTC)
+
+
 def test_file_pull_lands_immutably_and_idempotently(settings: Settings) -> None:
-    _write_source(settings)
+    src = _write_source(settings)
+    os.utime(src, (DELIVERED.timestamp(), DELIVERED.timestamp()))
     spec = _spec("file://{data_dir}/incoming/xq_{night:%Y%m%d}.csv")
     first = pull_feed(spec, NIGHT, settings)
+    # The source's own time (freshness judges by it), kept in the manifest beside the pull time.
+    assert first.source_modified_at == "2026-11-28T01:30:05"
+    assert landed_files(settings, "xq", NIGHT)[0].source_modified_at == "2026-11-28T01:30:05"
     path = first.path(settings)
     assert path.read_bytes() == (settings.data_dir / "incoming" / "xq_20261127.csv").read_bytes()
     assert first.rows == 5 and first.sha256[:16] in str(path)
@@ -92,7 +100,8 @@ def test_missing_file_names_feed_night_and_path(settings: Settings) -> None:
 
 
 def test_raw_load_keeps_file_lines_and_rejects(settings: Settings) -> None:
-    _write_source(settings)
+    src = _write_source(settings)
+    os.utime(src, (DELIVERED.timestamp(), DELIVERED.timestamp()))
     spec = _spec("file://{data_dir}/incoming/xq_{night:%Y%m%d}.csv")
     pull_feed(spec, NIGHT, settings)
     with open_warehouse(settings.warehouse) as con:
@@ -102,18 +111,23 @@ def test_raw_load_keeps_file_lines_and_rejects(settings: Settings) -> None:
         assert con.execute('select * from raw.xq__declarations order by _source_line').fetchall() == snapshot
         rows = con.execute('select _source_line, "DECL", "TRADER" from raw.xq__declarations order by 1').fetchall()
         rejects = con.execute("select source_line, reason_code, raw_line from raw.parse_rejects order by 1").fetchall()
-        landed = con.execute("select rows_landed, rows_rejected, columns from raw.landed_files").fetchall()
+        landed = con.execute(
+            "select rows_landed, rows_rejected, columns, source_modified_at from raw.landed_files"
+        ).fetchall()
     assert first[0].rows_landed == again[0].rows_landed == 3
     assert rows == [(1, "D1", "Société Générale d'Import"), (2, "D2", None), (5, "D5", "Café Ltd")]
     assert [(r[0], r[1]) for r in rejects] == [(3, "unparseable_line"), (4, "unparseable_line")]
     assert rejects[0][2].startswith("D3;")
-    assert landed == [(3, 2, ["DECL", "DATE", "FLOW", "HS", "PARTNER", "MASS", "VALUE", "TRADER"])]
+    assert landed == [
+        (3, 2, ["DECL", "DATE", "FLOW", "HS", "PARTNER", "MASS", "VALUE", "TRADER"], DELIVERED.replace(tzinfo=None))
+    ]
 
 
 def test_http_pull(settings: Settings, tmp_path: Path) -> None:
     served = tmp_path / "www"
     served.mkdir()
     (served / "xq_20261127.csv").write_bytes(("\n".join(ROWS) + "\n").encode("latin-1"))
+    os.utime(served / "xq_20261127.csv", (DELIVERED.timestamp(), DELIVERED.timestamp()))
     handler = partial(SimpleHTTPRequestHandler, directory=str(served))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -122,6 +136,7 @@ def test_http_pull(settings: Settings, tmp_path: Path) -> None:
         port = server.server_address[1]
         landed = pull_feed(_spec(f"http://127.0.0.1:{port}/xq_{{night:%Y%m%d}}.csv"), NIGHT, settings)
         assert landed.path(settings).read_bytes() == (served / "xq_20261127.csv").read_bytes()
+        assert landed.source_modified_at == "2026-11-28T01:30:05"  # from Last-Modified
         with pytest.raises(PullError, match="HTTP 404"):
             pull_feed(_spec(f"http://127.0.0.1:{port}/missing_{{night:%Y%m%d}}.csv"), NIGHT, settings)
     finally:
@@ -135,6 +150,7 @@ def test_sftp_pull_through_airflow_connection(settings: Settings, tmp_path: Path
     root = tmp_path / "sftp"
     (root / "outbox").mkdir(parents=True)
     (root / "outbox" / "xq_20261127.csv").write_bytes(("\n".join(ROWS) + "\n").encode("latin-1"))
+    os.utime(root / "outbox" / "xq_20261127.csv", (DELIVERED.timestamp(), DELIVERED.timestamp()))
     host_key = asyncssh.generate_private_key("ssh-ed25519")
 
     class Server(asyncssh.SSHServer):
@@ -182,6 +198,7 @@ def test_sftp_pull_through_airflow_connection(settings: Settings, tmp_path: Path
         )
         landed = pull_feed(_spec("sftp://partner_sftp@/outbox/xq_{night:%Y%m%d}.csv"), NIGHT, settings)
         assert landed.path(settings).read_bytes() == (root / "outbox" / "xq_20261127.csv").read_bytes()
+        assert landed.source_modified_at == "2026-11-28T01:30:05"
         with pytest.raises(PullError, match="no such file"):
             pull_feed(_spec("sftp://partner_sftp@/outbox/nothing_{night:%Y%m%d}.csv"), NIGHT, settings)
     finally:

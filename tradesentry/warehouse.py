@@ -28,8 +28,11 @@ create table if not exists raw.landed_files (
     source_uri varchar,
     arrived_at timestamp not null,
     columns varchar[],
+    source_modified_at timestamp,
     primary key (source_file)
 );
+-- Warehouses created before the column existed.
+alter table raw.landed_files add column if not exists source_modified_at timestamp;
 
 create table if not exists raw.parse_rejects (
     feed varchar not null,

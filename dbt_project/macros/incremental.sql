@@ -7,8 +7,8 @@
     2. it has rows held for a missing exchange rate (the rate may have arrived);
     3. an exchange-rates file landed since the model's latest row: every night from the earliest
        rate date in it on (a rate can only serve declarations dated on or after it);
-    4. it has rows in the model that the run now leaves out: an active feed hold or a critical
-       quality failure placed after it was harmonised.
+    4. it has rows in the model that the run now leaves out: an active feed hold or a quality
+       failure placed after it was harmonised.
     A full refresh (`dbt build --full-refresh`, or the first build) gives the same rows. -#}
 {% macro ts_converted_dirty_nights_sql() -%}
     with

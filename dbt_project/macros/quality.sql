@@ -1,7 +1,10 @@
-{#- Which ops.quality_row_failures rows quarantine their row: everything but warnings. -#}
+{#- Which ops.quality_row_failures rows quarantine their row: all of them. The quality gates write
+    a row there only for a failing row-level expectation, whose failing rows are quarantined
+    whatever its severity (tradesentry/quality/suites.py): `warning` quarantines the rows and lets
+    the feed go on, `critical` also holds the feed (the rows stay held until the hold is lifted,
+    then are quarantined). `severity` is kept in the table for reports, not for routing. -#}
 {% macro ts_quarantining_failure(alias=none) -%}
-    {%- set p = alias ~ '.' if alias else '' -%}
-    coalesce(lower({{ p }}severity), 'critical') <> 'warning'
+    true
 {%- endmacro %}
 
 

@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import unquote, urlparse
 
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
@@ -49,6 +50,10 @@ class LandedFile:
     rows: int
     arrived_at: str
     already_landed: bool = False
+    # When the source says the file was last modified (file mtime, HTTP Last-Modified, SFTP mtime), UTC
+    # without zone; None when it does not say. Freshness judges delivery by it: a file pulled days
+    # after its night (a backfill) is not late when the partner delivered it on time.
+    source_modified_at: str | None = None
 
     def path(self, settings: Settings) -> Path:
         """The landed file on local disk (local landing only; see `location` and `local_copy`)."""
@@ -86,8 +91,25 @@ def render_uri(spec: AnySpec, night: date, settings: Settings) -> str:
         ) from exc
 
 
-def _open_source(uri: str, spec: AnySpec, night: date, settings: Settings) -> tuple[BinaryIO, str]:
-    """An open binary stream of the source and the file name to land it under."""
+def _utc_naive(value: Any) -> str | None:
+    """A source's modification time (epoch seconds, datetime or HTTP date) as naive UTC ISO text."""
+    try:
+        if isinstance(value, (int, float)):
+            when = datetime.fromtimestamp(value, UTC)
+        elif isinstance(value, datetime):
+            when = value if value.tzinfo else value.replace(tzinfo=UTC)
+        elif isinstance(value, str) and value:
+            when = parsedate_to_datetime(value)
+        else:
+            return None
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _open_source(uri: str, spec: AnySpec, night: date, settings: Settings) -> tuple[BinaryIO, str, str | None]:
+    """An open binary stream of the source, the file name to land it under and the source's
+    modification time (None when the source does not tell)."""
     parsed = urlparse(uri)
     name = Path(unquote(parsed.path)).name or f"{spec.feed}_{night:%Y%m%d}"
     where = f"feed {spec.feed}, night {night}: {uri}"
@@ -98,15 +120,17 @@ def _open_source(uri: str, spec: AnySpec, night: date, settings: Settings) -> tu
                 f"{where}: file {path} does not exist. The partner has not delivered this night's file, "
                 "or source.uri in the feed spec points to the wrong place."
             )
-        return path.open("rb"), name
+        return path.open("rb"), name, _utc_naive(path.stat().st_mtime)
     if parsed.scheme in ("http", "https"):
-        return _open_http(uri, spec, where, settings), name
+        stream, modified = _open_http(uri, spec, where, settings)
+        return stream, name, modified
     if parsed.scheme == "sftp":
-        return _open_sftp(uri, where), name
+        stream, modified = _open_sftp(uri, where)
+        return stream, name, modified
     raise PullError(f"{where}: unsupported scheme {parsed.scheme!r}")
 
 
-def _open_http(uri: str, spec: AnySpec, where: str, settings: Settings) -> BinaryIO:
+def _open_http(uri: str, spec: AnySpec, where: str, settings: Settings) -> tuple[BinaryIO, str | None]:
     import requests
 
     auth = None
@@ -129,10 +153,10 @@ def _open_http(uri: str, spec: AnySpec, where: str, settings: Settings) -> Binar
     if resp.status_code >= 400:
         raise PullError(f"{where}: HTTP {resp.status_code} {resp.reason}")
     resp.raw.decode_content = True
-    return resp.raw  # type: ignore[no-any-return]
+    return cast(BinaryIO, resp.raw), _utc_naive(resp.headers.get("Last-Modified"))
 
 
-def _open_sftp(uri: str, where: str) -> BinaryIO:
+def _open_sftp(uri: str, where: str) -> tuple[BinaryIO, str | None]:
     # sftp://CONN_ID@/path: the user part is the Airflow connection id (ObjectStoragePath convention).
     from airflow.sdk import ObjectStoragePath
 
@@ -140,11 +164,22 @@ def _open_sftp(uri: str, where: str) -> BinaryIO:
     try:
         if not path.exists():
             raise PullError(f"{where}: no such file on the SFTP server.")
-        return path.open("rb")  # type: ignore[no-any-return]
+        return path.open("rb"), _sftp_mtime(path)
     except PullError:
         raise
     except Exception as exc:
         raise PullError(f"{where}: SFTP failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _sftp_mtime(path: Any) -> str | None:
+    """The remote file's modification time, when the filesystem reports one (sshfs: ``mtime``)."""
+    try:
+        info = path.stat()
+    except Exception:
+        return None
+    if not isinstance(info, dict):
+        info = {"mtime": getattr(info, "st_mtime", None)}
+    return _utc_naive(info.get("mtime") or info.get("modified") or info.get("LastModified"))
 
 
 def _copy_hashing(src: BinaryIO, dst: IO[bytes]) -> tuple[str, int, int]:
@@ -176,7 +211,7 @@ def pull_feed(spec: AnySpec, night: date, settings: Settings) -> LandedFile:
         return _land_remote(spec, night, settings, uri)
     target_dir = night_dir(settings, spec.feed, night)
     target_dir.mkdir(parents=True, exist_ok=True)
-    src, name = _open_source(uri, spec, night, settings)
+    src, name, modified = _open_source(uri, spec, night, settings)
     with src, tempfile.NamedTemporaryFile(dir=target_dir, prefix=".incoming-", delete=False) as tmp:
         try:
             sha, size, lines = _copy_hashing(src, tmp)
@@ -197,7 +232,7 @@ def pull_feed(spec: AnySpec, night: date, settings: Settings) -> LandedFile:
     final_dir.mkdir(exist_ok=True)
     os.replace(tmp_path, final)
     final.chmod(0o444)
-    landed = _new_landed(spec, night, uri, str(final.relative_to(settings.landing)), sha, size, lines)
+    landed = _new_landed(spec, night, uri, str(final.relative_to(settings.landing)), sha, size, lines, modified)
     tmp_manifest = final_dir / ".manifest.json.tmp"
     tmp_manifest.write_text(_manifest_text(landed))
     # The manifest is written last and atomically: its presence means the landing is complete.
@@ -205,7 +240,9 @@ def pull_feed(spec: AnySpec, night: date, settings: Settings) -> LandedFile:
     return landed
 
 
-def _new_landed(spec: AnySpec, night: date, uri: str, source_file: str, sha: str, size: int, lines: int) -> LandedFile:
+def _new_landed(
+    spec: AnySpec, night: date, uri: str, source_file: str, sha: str, size: int, lines: int, modified: str | None
+) -> LandedFile:
     return LandedFile(
         feed=spec.feed,
         night=night.isoformat(),
@@ -215,6 +252,7 @@ def _new_landed(spec: AnySpec, night: date, uri: str, source_file: str, sha: str
         bytes=size,
         rows=max(lines - (1 if getattr(spec.format, "header", True) else 0), 0),
         arrived_at=datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds"),
+        source_modified_at=modified,
     )
 
 
@@ -228,7 +266,7 @@ def _land_remote(spec: AnySpec, night: date, settings: Settings, uri: str) -> La
     """pull_feed onto object storage: hash into a local temporary file, then upload under the final
     content-addressed name and write the manifest last. A landing whose manifest exists is a no-op."""
     root = landing_root(settings)
-    src, name = _open_source(uri, spec, night, settings)
+    src, name, modified = _open_source(uri, spec, night, settings)
     with src, tempfile.NamedTemporaryFile(prefix="ts-landing-") as tmp:
         try:
             sha, size, lines = _copy_hashing(src, tmp)
@@ -247,7 +285,7 @@ def _land_remote(spec: AnySpec, night: date, settings: Settings, uri: str) -> La
             tmp.seek(0)
             with (final_dir / name).open("wb") as dst:
                 shutil.copyfileobj(tmp, dst, CHUNK)
-            landed = _new_landed(spec, night, uri, f"{rel_dir}/{name}", sha, size, lines)
+            landed = _new_landed(spec, night, uri, f"{rel_dir}/{name}", sha, size, lines, modified)
             # The manifest is written last: its presence means the landing is complete.
             manifest_path.write_text(_manifest_text(landed))
         except Exception as exc:

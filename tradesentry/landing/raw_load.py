@@ -117,7 +117,9 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
                 ],
             )
         con.execute(
-            "insert into raw.landed_files values (?, ?::date, ?, ?, ?, ?, ?, ?, ?::timestamp, ?)",
+            "insert into raw.landed_files (feed, night, source_file, sha256, bytes, rows_landed, rows_rejected, "
+            "source_uri, arrived_at, columns, source_modified_at) "
+            "values (?, ?::date, ?, ?, ?, ?, ?, ?, ?::timestamp, ?, ?::timestamp)",
             [
                 spec.feed,
                 landed.night,
@@ -129,6 +131,7 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
                 landed.source_uri,
                 landed.arrived_at,
                 list(columns),
+                landed.source_modified_at,
             ],
         )
         con.execute("commit")

@@ -68,6 +68,13 @@ def build_summary(settings: Settings, night: date, started_at: datetime | None =
                     con, "select count(*) from marts.fct_quarantine where feed = ? and night = ?", p
                 )
                 entry["held"] = _count(con, "select count(*) from marts.fct_held_rows where feed = ? and night = ?", p)
+                entry["held_reasons"] = dict(
+                    con.execute(
+                        "select hold_reason_code, count(*) from marts.fct_held_rows where feed = ? and night = ? "
+                        "group by 1 order by 2 desc, 1",
+                        p,
+                    ).fetchall()
+                )
                 entry["reasons"] = dict(
                     con.execute(
                         "select reason_code, count(*) from marts.fct_quarantine where feed = ? and night = ? "
@@ -93,6 +100,7 @@ def build_summary(settings: Settings, night: date, started_at: datetime | None =
             gate = raw_feeds.get(spec.feed) if isinstance(raw_feeds, dict) else None
             if gate:
                 entry["quality"] = gate
+                entry["warnings"] = _gate_warnings(gate)
             feeds[spec.feed] = entry
         if _exists(con, "detection", "anomalies"):
             anomalies = dict(
@@ -130,6 +138,44 @@ def build_summary(settings: Settings, night: date, started_at: datetime | None =
     return summary
 
 
+def _gate_warnings(gate: dict[str, Any]) -> list[dict[str, str]]:
+    """The raw gate's warnings of one feed (volume drop, late file, accepted schema drift, notes) as
+    ``{kind, message}``: what a feed that went on still wants a person to know. Critical findings
+    are the hold reason (``error``); a missing night is the feed's status."""
+    out: list[dict[str, str]] = []
+    for group in ("drift", "volume", "freshness", "notes"):
+        for f in gate.get(group) or []:
+            if f.get("severity") != "warning" or f.get("kind") == "missing_night":
+                continue
+            out.append({"kind": str(f.get("kind")), "message": str(f.get("message"))})
+    return out
+
+
+def _by_count(counts: dict[str, int] | None) -> list[tuple[str, int]]:
+    """Reason counts, most frequent first (the JSON on disk has its keys sorted by name)."""
+    return sorted((counts or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _attention(e: dict[str, Any]) -> list[str]:
+    """What to say about one feed under "Feeds that need attention" (nothing when all is well)."""
+    lines: list[str] = []
+    if e.get("status") != "ok":
+        lines.append(str(e.get("error")))
+    if e.get("quarantined"):
+        reasons = ", ".join(f"{code} {n}" for code, n in _by_count(e.get("reasons")))
+        lines.append(f"{e['quarantined']} rows quarantined ({reasons}); see marts.fct_quarantine")
+    held_other = [(k, n) for k, n in _by_count(e.get("held_reasons")) if k != "feed_held"]
+    if held_other:
+        lines.append(
+            f"{sum(n for _k, n in held_other)} rows held ("
+            + ", ".join(f"{k} {n}" for k, n in held_other)
+            + "); released when what they wait for arrives"
+        )
+    for w in e.get("warnings") or []:
+        lines.append(f"{w['kind']}: {w['message']}")
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The short text a person reads at the end of a run."""
     lines = [f"Tradesentry nightly run for night {summary['night']}" + (" (SYNTHETIC sample data)" if summary.get("synthetic") else "")]
@@ -140,12 +186,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{feed:<6} {e.get('country', ''):<8} {e.get('status', ''):<8} {e.get('landed', 0):>7} "
             f"{e.get('harmonised', 0):>10} {e.get('quarantined', 0):>11} {e.get('held', 0):>6}"
         )
-    problems = [(f, e) for f, e in sorted(summary["feeds"].items()) if e.get("status") != "ok"]
+    problems = [(f, e, _attention(e)) for f, e in sorted(summary["feeds"].items())]
+    problems = [p for p in problems if p[2]]
     if problems:
         lines.append("")
         lines.append("Feeds that need attention:")
-        for f, e in problems:
-            lines.append(f"  {f} ({e.get('status')}): {e.get('error')}")
+        for f, e, said in problems:
+            head = f"  {f} ({e.get('status')}): "
+            lines.append(head + said[0])
+            lines.extend(" " * len(head) + s for s in said[1:])
     lines.append("")
     total = summary.get("anomalies_total", 0)
     lines.append(f"Anomalies flagged: {total}")

@@ -185,7 +185,12 @@ def _volume_and_freshness(
     night: date,
     q: FeedQuality,
     first_arrival: datetime | None,
+    delivered_at: datetime | None = None,
 ) -> None:
+    """Volume against the trailing median, and freshness: the night's file judged by when the source
+    delivered it (its modification time at the source, ``delivered_at``) against the night's expected
+    delivery, so that a file pulled days later (a backfill, a retry) is not late for that; only when
+    the source does not tell its modification time is the file judged by its arrival."""
     k = settings.volume_history_nights
     hist = con.execute(
         "select night, sum(rows_landed) from raw.landed_files where feed = ? and night < ? and night >= ? "
@@ -210,18 +215,26 @@ def _volume_and_freshness(
                 )
             )
     hour = spec.source.expected_by_hour
-    if hour is not None and first_arrival is not None:
+    when = delivered_at or first_arrival
+    if hour is not None and when is not None:
         due = _night_start_utc(night, spec.timezone) + timedelta(hours=hour)
-        if first_arrival > due:
-            late_h = (first_arrival - due).total_seconds() / 3600
+        if when > due:
+            late_h = (when - due).total_seconds() / 3600
+            what = (
+                "was last modified at the source"
+                if delivered_at is not None
+                else "arrived (the source gives no modification time)"
+            )
             q.freshness.append(
                 Finding(
                     "late_file",
                     "warning",
-                    f"the file arrived at {first_arrival:%Y-%m-%d %H:%M} UTC, {late_h:.1f} h after it was "
+                    f"the file {what} at {when:%Y-%m-%d %H:%M} UTC, {late_h:.1f} h after it was "
                     f"expected ({due:%Y-%m-%d %H:%M} UTC, expected_by_hour {hour})",
                     {
-                        "arrived_at": first_arrival.isoformat(),
+                        "delivered_at": when.isoformat(),
+                        "judged_by": "source_modified_at" if delivered_at is not None else "arrived_at",
+                        "arrived_at": first_arrival.isoformat() if first_arrival else None,
                         "expected_by": due.isoformat(),
                         "hours_late": round(late_h, 2),
                     },
@@ -273,9 +286,10 @@ def _load_raw_suite(settings: Settings, spec: FeedSpec, q: FeedQuality) -> dict[
 def _prepare_raw(
     con: duckdb.DuckDBPyConnection, settings: Settings, night: date, spec: FeedSpec, q: FeedQuality
 ) -> _Batch | None:
+    modified = "source_modified_at" if "source_modified_at" in _columns(con, "raw", "landed_files") else "null"
     files = con.execute(
-        "select source_file, rows_landed, arrived_at from raw.landed_files where feed = ? and night = ? "
-        "order by arrived_at, source_file",
+        f"select source_file, rows_landed, arrived_at, {modified} from raw.landed_files "
+        "where feed = ? and night = ? order by arrived_at, source_file",
         [spec.feed, night],
     ).fetchall()
     if not files:
@@ -286,7 +300,11 @@ def _prepare_raw(
         return None
     q.source_files = [f[0] for f in files]
     q.rows = int(sum(f[1] for f in files))
-    _volume_and_freshness(con, settings, spec, night, q, min(f[2] for f in files))
+    # The night's first delivery: each file's source time, or its arrival when the source gives none.
+    when, from_source = min(((f[3], True) if f[3] is not None else (f[2], False)) for f in files)
+    _volume_and_freshness(
+        con, settings, spec, night, q, min(f[2] for f in files), when if from_source else None
+    )
 
     if not _relation_exists(con, "raw", spec.raw_table):
         q.drift = []

@@ -25,12 +25,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import random
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tradesentry.samplegen.catalogue import (
@@ -627,6 +628,17 @@ def _country(layout: FeedLayout, code: str) -> str:
     return ALPHA3[code] if layout.country_code == "alpha3" else code
 
 
+# When a partner delivers the file of a night: 01:00 UTC the morning after (the nightly run pulls at
+# 03:00). Written as the file's modification time, which the pipeline's freshness check judges.
+DELIVERY_HOURS_AFTER_NIGHT = 25
+
+
+def _write_delivered(path: Path, data: bytes, night: date) -> None:
+    path.write_bytes(data)
+    at = datetime(night.year, night.month, night.day, tzinfo=UTC) + timedelta(hours=DELIVERY_HOURS_AFTER_NIGHT)
+    os.utime(path, (at.timestamp(), at.timestamp()))
+
+
 def _bad_date(fmt: str, year: int) -> str:
     return fmt.replace("%Y", str(year)).replace("%m", "13").replace("%d", "45").replace("%y", str(year)[2:])
 
@@ -750,7 +762,7 @@ class _Writer:
                     ))
             self.declarations += len(normal)
             self.anomalous += sum(1 for d in normal if any(i.is_anomaly for i in d.items))
-            (folder / name).write_bytes(buf.getvalue().encode(la.encoding))
+            _write_delivered(folder / name, buf.getvalue().encode(la.encoding), night)
             total += len(lines)
             night += timedelta(days=1)
         self.rows[la.feed] = total
@@ -774,7 +786,7 @@ class _Writer:
                 for cur in CURRENCIES:
                     writer.writerow((d.isoformat(), cur, f"{self.rates[d][cur]:.6f}"))
                     total += 1
-            (folder / RATES_FILE_PATTERN.format(night=night)).write_bytes(buf.getvalue().encode("utf-8"))
+            _write_delivered(folder / RATES_FILE_PATTERN.format(night=night), buf.getvalue().encode("utf-8"), night)
             night += timedelta(days=1)
         self.rows[RATES_FEED] = total
 
