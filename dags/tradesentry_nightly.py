@@ -26,6 +26,9 @@ RETRIES = int(_float_env("TRADESENTRY_RETRIES", 2))
 RETRY_DELAY = timedelta(seconds=_float_env("TRADESENTRY_RETRY_DELAY_SECONDS", 300))
 MAX_RETRY_DELAY = timedelta(seconds=_float_env("TRADESENTRY_RETRY_MAX_DELAY_SECONDS", 3600))
 WAREHOUSE_POOL = os.environ.get("TRADESENTRY_WAREHOUSE_POOL", "default_pool")
+# More than one: detection runs as detect_prepare -> detect_shard (mapped, one per group of HS
+# sections, outside the warehouse pool) -> detect_merge, instead of one detect task.
+DETECT_SHARDS = int(_float_env("TRADESENTRY_DETECT_SHARDS", 1))
 
 
 def _night(context: dict) -> pendulum.Date:  # type: ignore[type-arg]
@@ -124,6 +127,34 @@ def tradesentry_nightly() -> None:
         return {k: record.get(k) for k in ("rows_scored", "anomalies", "by_kind")}
 
     @task(pool=WAREHOUSE_POOL)
+    def detect_prepare() -> list[int]:
+        """Sharded detection: the night's features and fitted detectors to files (warehouse read)."""
+        from tradesentry.pipeline.stages import detect_prepare as stage
+        from tradesentry.settings import get_settings
+
+        return stage(get_settings(), _night(get_current_context()))
+
+    @task(map_index_template="{{ shard_label }}")
+    def detect_shard(shard: int) -> dict:  # type: ignore[type-arg]
+        """Score one shard (a group of HS sections) from the prepared files: no warehouse, any worker."""
+        from tradesentry.pipeline.stages import detect_shard as stage
+        from tradesentry.settings import get_settings
+
+        context = get_current_context()
+        record = stage(get_settings(), _night(context), shard)
+        context["shard_label"] = record["label"]  # type: ignore[typeddict-unknown-key]
+        return {k: record.get(k) for k in ("shard", "rows", "sections")}
+
+    @task(pool=WAREHOUSE_POOL)
+    def detect_merge() -> dict:  # type: ignore[type-arg]
+        """Sharded detection: combine, rank, audit picks, anomaly rows; writes what detect writes."""
+        from tradesentry.pipeline.stages import detect_merge as stage
+        from tradesentry.settings import get_settings
+
+        record = stage(get_settings(), _night(get_current_context()))
+        return {k: record.get(k) for k in ("rows_scored", "anomalies", "by_kind")}
+
+    @task(pool=WAREHOUSE_POOL)
     def publish() -> dict:  # type: ignore[type-arg]
         """Publish the snapshot readers use and print the run summary into the task log."""
         import json
@@ -142,7 +173,13 @@ def tradesentry_nightly() -> None:
     pulled = pull.expand(feed=feeds)
     chain_start = load_raw()
     pulled >> chain_start
-    chain_start >> validate_raw() >> harmonise() >> validate_harmonised() >> build_marts() >> detect() >> publish()
+    marts = chain_start >> validate_raw() >> harmonise() >> validate_harmonised() >> build_marts()
+    if DETECT_SHARDS > 1:
+        prepared = detect_prepare()
+        marts >> prepared
+        detect_shard.expand(shard=prepared) >> detect_merge() >> publish()
+    else:
+        marts >> detect() >> publish()
 
 
 tradesentry_nightly()

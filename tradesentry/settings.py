@@ -42,6 +42,9 @@ class Settings:
     airflow_home: Path | None = None
     sample_dir: Path | None = None
     review_db_url: str | None = None
+    # Work files of the sharded detection (prepared features, fitted detectors, shard results); must
+    # be a folder every worker that runs a detect_shard task sees (docs/deployment.md)
+    detect_work_dir: Path | None = None
 
     # Nightly run behaviour
     retries: int = 2
@@ -64,6 +67,9 @@ class Settings:
     audit_picks_per_night: int = 5
     max_anomalies_per_night: int = 500
     seed: int = 20261128
+    # Detection split by HS section into this many mapped tasks (1: one detect task). Also read when
+    # the DAG file is parsed (TRADESENTRY_DETECT_SHARDS), like the retry settings
+    detect_shards: int = 1
 
     # Data quality
     max_failing_share: float = 0.2
@@ -107,6 +113,7 @@ class Settings:
             "airflow_home": Path(self.airflow_home or d / "airflow").resolve(),
             "sample_dir": Path(self.sample_dir or d / "sample_feeds").resolve(),
             "review_db_url": self.review_db_url or f"sqlite:///{d / 'review' / 'review.sqlite'}",
+            "detect_work_dir": Path(self.detect_work_dir or d / "detect").resolve(),
         }
         return replace(self, **derived)
 
@@ -150,6 +157,11 @@ class Settings:
     def samples(self) -> Path:
         assert self.sample_dir is not None
         return self.sample_dir
+
+    @property
+    def detect_work(self) -> Path:
+        assert self.detect_work_dir is not None
+        return self.detect_work_dir
 
     @property
     def review_db(self) -> str:

@@ -8,6 +8,12 @@ other family adds ``bonus_weight`` x (L - ``bonus_min``) when it is itself remar
 score is L / (L + 2) in [0, 1): 0.5 is one in a hundred, 0.6 one in a thousand; unlike 1 - p it never
 saturates, so rows far out in the tail keep their order.
 
+Steps: :func:`prepare_night` (features, detectors fitted on the history), :func:`score_shard` (each
+row's detector scores, tail probabilities and rule firings: row-wise), :func:`merge_scores` and
+:func:`finish_night` (everything night-global: combining, feedback, ranking, audit picks, anomaly rows,
+writes). One process runs them in turn; the sharded DAG runs the shards as mapped tasks on the
+night's rows split by HS section (:mod:`tradesentry.detection.sharding`), with the same results.
+
 Writes for night N (delete night N, insert: idempotent):
 - ``detection.scores``: every declaration scored (night N's, plus earlier declarations charged by
   tonight's mirror pairs or orphan check), score = combined;
@@ -34,7 +40,13 @@ import pandas as pd
 from detectors import build_detectors
 from detectors.base import Detector, FeatureFrame, Reason, TailModel, finite, fmt_num, significance
 from detectors.config import DetectionConfig
-from tradesentry.detection.features import FeatureBundle, build_features, drop_temp_tables, full_rows
+from tradesentry.detection.features import (
+    FeatureBundle,
+    build_features,
+    drop_temp_tables,
+    full_rows,
+    subject_chapters,
+)
 from tradesentry.detection.feedback import (
     FeedbackModel,
     ensure_table,
@@ -141,26 +153,61 @@ def _config(settings: Any, config: DetectionConfig | None) -> DetectionConfig:
     return DetectionConfig.from_settings(settings)
 
 
-def score_night(
-    con: duckdb.DuckDBPyConnection,
-    night: date,
-    config: DetectionConfig,
-    outcomes: dict[str, str] | None = None,
-) -> NightScores:
-    """Features, fit on the history, score the night; with analysts' ``outcomes`` (anomaly id ->
-    confirmed / dismissed), re-rank with what they teach. No writes (temp tables only)."""
+@dataclass
+class PreparedNight:
+    """A night's features and the detectors fitted on its history: what every shard scores with."""
+
+    bundle: FeatureBundle
+    detectors: list[Detector]
+    version: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ShardScores:
+    """Per-detector raw scores, tail probabilities and rule firings of some of a night's rows
+    (``positions`` in the night's key order). Row-wise only: nothing here depends on the other rows."""
+
+    positions: np.ndarray
+    scores: dict[str, np.ndarray]
+    p: dict[str, np.ndarray]
+    fired: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_night(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> PreparedNight:
+    """Features (temp tables stay for the merge) and every detector fitted on the history window,
+    once for the whole night: a shard scores with these very objects, so its models are the
+    single run's models by construction."""
     bundle = build_features(con, night, config)
     timings = dict(bundle.timings)
-    frame, history = bundle.subjects, bundle.history
-    n = len(frame)
-    context = frame.col("is_context", 0.0) > 0
     dets = build_detectors(config)
+    for det in dets:
+        t = time.perf_counter()
+        det.fit(bundle.history)
+        timings[f"fit_{det.name}"] = time.perf_counter() - t
+    return PreparedNight(bundle, dets, detector_version(dets, config), timings)
+
+
+def score_shard(
+    dets: list[Detector], frame: FeatureFrame, positions: np.ndarray | None = None
+) -> ShardScores:
+    """Score ``frame`` (some rows of the night, at ``positions``; default: all of them) with fitted
+    detectors: raw score, tail probability among the history's scores, rule firing. Context rows
+    (earlier declarations charged by tonight's pairs or orphan check) get nothing from the detectors
+    that score tonight's declarations only. Every detector scores each row on its own
+    (:mod:`detectors.base`), so a row's numbers do not depend on which shard it is in."""
+    n = len(frame)
+    pos = np.arange(n, dtype="int64") if positions is None else np.asarray(positions, dtype="int64")
+    if len(pos) != n:
+        raise ValueError(f"{len(pos)} positions for {n} rows")
+    context = frame.col("is_context", 0.0) > 0
     scores: dict[str, np.ndarray] = {}
     pvals: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
     fired = np.zeros(n, dtype=bool)
     for det in dets:
         t = time.perf_counter()
-        det.fit(history)
         s = det.score(frame) if n else np.zeros(0)
         tail_p = getattr(det, "tail_p", None)
         p = tail_p(s) if tail_p is not None else TailModel(det.history_scores_).p(s)
@@ -173,24 +220,125 @@ def score_night(
             if getattr(det, "scope", "night") == "night":
                 f &= ~context
             fired |= f
-        scores[det.name] = s
-        pvals[det.name] = p
+        scores[det.name] = np.asarray(s, dtype="float64")
+        pvals[det.name] = np.asarray(p, dtype="float64")
         timings[f"detector_{det.name}"] = time.perf_counter() - t
+    return ShardScores(pos, scores, pvals, fired, timings)
+
+
+def merge_scores(
+    con: duckdb.DuckDBPyConnection,
+    bundle: FeatureBundle,
+    dets: list[Detector],
+    parts: list[ShardScores],
+    config: DetectionConfig,
+    outcomes: dict[str, str] | None = None,
+    timings: dict[str, float] | None = None,
+) -> NightScores:
+    """The night-global steps on the shards' rows put back in key order: combined significance,
+    small-lot discount, analysts' feedback (fitted here, on the warehouse's feature rows), combined
+    score. Every position must come from exactly one shard."""
+    frame = bundle.subjects
+    n = len(frame)
+    timings = dict(timings or {})
+    taken = np.zeros(n, dtype="int64")
+    for part in parts:
+        if len(part.positions) and (part.positions.min() < 0 or part.positions.max() >= n):
+            raise ValueError(f"shard positions outside the night's {n} rows")
+        np.add.at(taken, part.positions, 1)
+    if n and not (taken == 1).all():
+        missing, twice = int((taken == 0).sum()), int((taken > 1).sum())
+        raise ValueError(f"shards do not cover the night's {n} rows once: {missing} missing, {twice} twice")
+    scores = {d.name: np.zeros(n) for d in dets}
+    pvals = {d.name: np.ones(n) for d in dets}
+    fired = np.zeros(n, dtype=bool)
+    for part in parts:
+        for d in dets:
+            scores[d.name][part.positions] = part.scores[d.name]
+            pvals[d.name][part.positions] = part.p[d.name]
+        fired[part.positions] = part.fired
+        for k, v in part.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    context = frame.col("is_context", 0.0) > 0
     sig = _combine(dets, pvals, n, config) * small_lot_factor(frame, config)
     unsupervised = sig
     model = None
     if outcomes and config.feedback:
         t = time.perf_counter()
         names = feature_names(dets)
-        model = fit_feedback(con, night, outcomes, names, config)
+        model = fit_feedback(con, bundle.night, outcomes, names, config)
         if model is not None and n:
             X = feature_matrix(frame, pvals, sig, dets)
             sig = np.where(context & (sig <= 0), sig, model.adjust(X, sig))
         timings["feedback"] = time.perf_counter() - t
     combined = sig / (sig + 2.0)
     return NightScores(
-        night, frame, dets, scores, pvals, sig, combined, fired, bundle, timings, unsupervised, model
+        bundle.night, frame, dets, scores, pvals, sig, combined, fired, bundle, timings, unsupervised, model
     )
+
+
+def shard_plan(chapters: np.ndarray, shards: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Split a night's rows by HS section (:data:`HS_SECTIONS`, from each row's HS chapter; -1: no
+    valid HS code) into at most ``shards`` groups: a section is never split; the sections, largest
+    first (ties: lower section first), go each to the group with the fewest rows so far (ties: the
+    lower group). Returns each row's group and, per group, its sections and row count. Always at least
+    one group (an empty night has one empty group)."""
+    section = np.where(
+        (chapters >= 0) & (chapters < len(SECTION_OF_CHAPTER)),
+        SECTION_OF_CHAPTER[np.clip(chapters, 0, len(SECTION_OF_CHAPTER) - 1)],
+        -1,
+    )
+    present, counts = np.unique(section, return_counts=True)
+    k = max(1, min(int(shards), len(present)))
+    load = [0] * k
+    members: list[list[int]] = [[] for _ in range(k)]
+    group_of_section: dict[int, int] = {}
+    for i in sorted(range(len(present)), key=lambda i: (-int(counts[i]), int(present[i]))):
+        g = min(range(k), key=lambda g: (load[g], g))
+        load[g] += int(counts[i])
+        members[g].append(int(present[i]))
+        group_of_section[int(present[i])] = g
+    group = np.zeros(len(section), dtype="int64")
+    for sec, g in group_of_section.items():
+        group[section == sec] = g
+    plan = [
+        {"shard": g, "sections": sorted(members[g]), "label": shard_label(g, members[g]), "rows": load[g]}
+        for g in range(k)
+    ]
+    return group, plan
+
+
+def shard_label(shard: int, sections: list[int]) -> str:
+    """e.g. 'shard 2: HS sections XI, XVI' (roman numerals as in the HS; '?' for no valid code)."""
+    names = [SECTION_NAMES[s] if 0 <= s < len(SECTION_NAMES) else "?" for s in sorted(sections)]
+    return f"shard {shard}: HS section{'s' if len(names) != 1 else ''} {', '.join(names) or '-'}"
+
+
+def score_night(
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    config: DetectionConfig,
+    outcomes: dict[str, str] | None = None,
+    shards: int = 1,
+) -> NightScores:
+    """Features, fit on the history, score the night; with analysts' ``outcomes`` (anomaly id ->
+    confirmed / dismissed), re-rank with what they teach. No writes (temp tables only).
+
+    The same three steps as the sharded run (:mod:`tradesentry.detection.sharding`), in one process:
+    :func:`prepare_night`, :func:`score_shard` per shard (``shards`` > 1 splits by HS section as the
+    sharded run does; the results are the same), :func:`merge_scores`."""
+    prep = prepare_night(con, night, config)
+    frame = prep.bundle.subjects
+    if shards <= 1:
+        parts = [score_shard(prep.detectors, frame)]
+    else:
+        group, plan = shard_plan(subject_chapters(con, prep.bundle.rowids), shards)
+        parts = []
+        for entry in plan:
+            idx = np.flatnonzero(group == entry["shard"])
+            sub = FeatureFrame(frame.df.iloc[idx].reset_index(drop=True), night)
+            parts.append(score_shard(prep.detectors, sub, idx))
+    return merge_scores(con, prep.bundle, prep.detectors, parts, config, outcomes, prep.timings)
 
 
 def small_lot_factor(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray:
@@ -223,18 +371,34 @@ def run_detection(
     settings: Any = None,
     config: DetectionConfig | None = None,
     labels: dict[str, str] | None = None,
+    shards: int = 1,
 ) -> DetectionResult:
     """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent).
 
     ``labels``: analysts' outcomes by anomaly id; None reads them from the review store
-    (``settings.review_db_url``), ``{}`` scores without any."""
+    (``settings.review_db_url``), ``{}`` scores without any. ``shards``: score in that many HS-section
+    shards, one after the other in this process (same results; the Airflow DAG's sharded tasks run
+    them in parallel, :mod:`tradesentry.detection.sharding`)."""
     from tradesentry.warehouse import ensure_schema
 
     t0 = time.perf_counter()
     cfg = _config(settings, config)
     ensure_schema(con)
-    outcomes = labels if labels is not None else (read_outcomes(settings) if cfg.feedback else {})
-    ns = score_night(con, night, cfg, outcomes)
+    outcomes = night_outcomes(settings, cfg, labels)
+    ns = score_night(con, night, cfg, outcomes, shards=shards)
+    return finish_night(con, ns, cfg, t0)
+
+
+def night_outcomes(settings: Any, cfg: DetectionConfig, labels: dict[str, str] | None) -> dict[str, str]:
+    """``labels`` when given, else the review store's outcomes (when feedback is on)."""
+    return labels if labels is not None else (read_outcomes(settings) if cfg.feedback else {})
+
+
+def finish_night(
+    con: duckdb.DuckDBPyConnection, ns: NightScores, cfg: DetectionConfig, t0: float
+) -> DetectionResult:
+    """The night-global end of a run: rank, pick the audit sample, build the anomaly rows (with
+    consignment-level anomalies counted once) and write both tables for the night."""
     timings = ns.timings
     version = detector_version(ns.detectors, cfg)
 
@@ -250,7 +414,7 @@ def run_detection(
 
     flagged = [a for a in anomalies if not a["is_audit_pick"]]
     return DetectionResult(
-        night=night,
+        night=ns.night,
         rows_scored=len(ns.frame),
         anomalies=len(flagged),
         audit_picks=len(anomalies) - len(flagged),
@@ -316,6 +480,10 @@ HS_SECTIONS = (
     (50, 63), (64, 67), (68, 70), (71, 71), (72, 83), (84, 85), (86, 89), (90, 92), (93, 93),
     (94, 96), (97, 97),
 )  # fmt: skip
+SECTION_NAMES = (
+    "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV", "XVI",
+    "XVII", "XVIII", "XIX", "XX", "XXI",
+)  # fmt: skip
 
 
 def hs_section(hs: str) -> int:
@@ -327,6 +495,9 @@ def hs_section(hs: str) -> int:
         if lo <= ch <= hi:
             return i
     return -1
+
+
+SECTION_OF_CHAPTER = np.array([hs_section(f"{c:02d}") for c in range(100)], dtype="int64")
 
 
 def _misclassified_as(

@@ -67,6 +67,7 @@ TEMP_TABLES = (
     "_ts_subj",
     "_ts_lot",
 )
+SHARD_COLUMN = "hs_chapter"  # in _ts_subj: the first two HS digits, the key of a sharded run
 MODEL_DETECTORS = {"iforest", "ecod_tail"}  # detectors fitted on the history rows' features
 # the numbers detectors, the combination and the feedback model read for every scored row
 SUBJECT_COLUMNS = (
@@ -557,7 +558,8 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
             exp(pst.med) as partner_hs_uv_med, lot.lot_p05_kg,
             (ln(f.mass) - lot.lot_mass_med) / lot.lot_mass_spread as z_lot_mass,
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
-            exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd
+            exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd,
+            try_cast(left(f.hs6, 2) as integer) as {SHARD_COLUMN}
         from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
         left join _ts_mirror mi on mi.key = f.key
@@ -576,24 +578,8 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
     # flagged rows only (full_rows). A row's position is its rank by key (ties in the ranking are
     # broken by position): the fetch sorts by key and keeps each row's rowid in _ts_subj (for the
     # writes and the explanations); _ts_subj itself is not sorted
-    have = {name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()}
-    wanted = [c for c in SUBJECT_COLUMNS if c in have or c == "pos"]
-    # (sorting the keys alone and reordering the arrays in numpy is cheaper than sorting wide rows)
-    rowids = np.asarray(
-        con.execute("select rowid as _rid from _ts_subj order by key").fetchnumpy()["_rid"], dtype="int64"
-    )
-    fetched = con.execute(
-        f"select rowid as _rid, {', '.join(c for c in wanted if c != 'pos')} from _ts_subj"
-    ).fetchnumpy()
-    at = np.empty(len(rowids), dtype="int64")  # rowid -> index in this fetch
-    at[np.asarray(fetched.pop("_rid"), dtype="int64")] = np.arange(len(rowids), dtype="int64")
-    take = at[rowids]
-    fetched = {
-        "pos": np.arange(len(rowids), dtype="int64"),
-        **{c: plain_array(v)[take] for c, v in fetched.items()},
-    }
-    subjects = pd.DataFrame({c: fetched[c] for c in wanted})
-    del fetched, at, take
+    rowids, subjects = fetch_subjects(con)
+    wanted = list(subjects.columns)
     if need_history:
         hist_cols = [c for c in wanted if c in HISTORY_COLUMNS]
         history = con.execute(f"""
@@ -622,6 +608,42 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
     )
 
 
+def fetch_subjects(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, pd.DataFrame]:
+    """The numbers detectors read (``SUBJECT_COLUMNS``) of every row of ``_ts_subj``, in key order
+    (a row's position is its rank by key), and each row's rowid in ``_ts_subj``.
+
+    Sorting the keys alone and reordering the arrays in numpy is cheaper than sorting wide rows;
+    ``_ts_subj`` itself is not sorted. Also used by the sharded run's merge, on the ``_ts_subj``
+    restored from the prepared night's files (:mod:`tradesentry.detection.sharding`)."""
+    have = {name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()}
+    wanted = [c for c in SUBJECT_COLUMNS if c in have or c == "pos"]
+    rowids = np.asarray(
+        con.execute("select rowid as _rid from _ts_subj order by key").fetchnumpy()["_rid"], dtype="int64"
+    )
+    fetched = con.execute(
+        f"select rowid as _rid, {', '.join(c for c in wanted if c != 'pos')} from _ts_subj"
+    ).fetchnumpy()
+    at = np.empty(len(rowids), dtype="int64")  # rowid -> index in this fetch
+    at[np.asarray(fetched.pop("_rid"), dtype="int64")] = np.arange(len(rowids), dtype="int64")
+    take = at[rowids]
+    fetched = {
+        "pos": np.arange(len(rowids), dtype="int64"),
+        **{c: plain_array(v)[take] for c, v in fetched.items()},
+    }
+    return rowids, pd.DataFrame({c: fetched[c] for c in wanted})
+
+
+def subject_chapters(con: duckdb.DuckDBPyConnection, rowids: np.ndarray) -> np.ndarray:
+    """The HS chapter (first two digits of the HS6; -1 when unknown) of every row of ``_ts_subj``, by
+    position (``rowids``: :func:`fetch_subjects`'s): the sharded run's key."""
+    got = con.execute(f"select rowid as _rid, {SHARD_COLUMN} from _ts_subj").fetchnumpy()
+    chapters = np.asarray(plain_array(got[SHARD_COLUMN]), dtype="float64")  # NULL -> NaN
+    by_rowid = np.full(len(rowids), -1, dtype="int64")
+    ok = np.isfinite(chapters)
+    by_rowid[np.asarray(got["_rid"], dtype="int64")[ok]] = chapters[ok].astype("int64")
+    return by_rowid[rowids]
+
+
 def plain_array(v: np.ndarray) -> np.ndarray:
     """A fetched column as the plain array pandas makes of it (``pd.DataFrame`` of a masked array:
     NULLs become NaN, integers with NULLs float64, booleans with NULLs object), without pandas'
@@ -646,6 +668,8 @@ def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int], bundle: Feat
     cols = [name for (name,) in con.execute("select column_name from (describe _ts_subj)").fetchall()]
     order: list[str] = ["p.pos"]
     for c in cols:
+        if c == SHARD_COLUMN:  # the sharded run's key, not part of the wide row
+            continue
         order.append(f"s.{c}")
         order += WIDE_AFTER.get(c, [])
     desc = _descriptive_select(

@@ -185,6 +185,43 @@ def detect(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
     return out
 
 
+def detect_prepare(settings: Settings, night: date) -> list[int]:
+    """Sharded detection, step 1 (reads the warehouse, read-only): the night's features and the
+    detectors fitted on its history, to files. Returns the shards to score (at least one)."""
+    from detectors.config import DetectionConfig
+    from tradesentry.detection.sharding import prepare
+
+    cfg = DetectionConfig.from_settings(settings)
+    with open_warehouse(settings.warehouse, read_only=True) as con:
+        manifest = prepare(con, night, cfg, settings.detect_shards, settings.detect_work)
+    return [int(e["shard"]) for e in manifest["shards"]]
+
+
+def detect_shard(settings: Settings, night: date, shard: int) -> dict[str, Any]:
+    """Sharded detection, step 2: score one shard's rows from the prepared files. Never opens the
+    warehouse, so shards run on any worker, in parallel with each other."""
+    from tradesentry.detection.sharding import score_shard_files
+
+    record = score_shard_files(settings.detect_work, night, shard)
+    write_record(settings, night, f"detect-shard-{shard}", record)
+    return record
+
+
+def detect_merge(settings: Settings, night: date) -> dict[str, Any]:
+    """Sharded detection, step 3 (the warehouse writer): rank, audit picks, anomaly rows and the
+    writes of `detect`, from the shards' results. Writes the same `detect` record."""
+    from detectors.config import DetectionConfig
+    from tradesentry.detection.sharding import merge
+
+    cfg = DetectionConfig.from_settings(settings)
+    with open_warehouse(settings.warehouse) as con:
+        result, manifest = merge(con, night, cfg, settings.detect_work, settings)
+    record = result.as_dict()
+    record["shards"] = [{k: e[k] for k in ("shard", "label", "rows")} for e in manifest["shards"]]
+    write_record(settings, night, "detect", record)
+    return record
+
+
 # ------------------------------------------------------------------------------------------ publish
 
 
