@@ -55,8 +55,7 @@
 
 {% macro ts_converted_prepare_incremental() -%}
     {%- if is_incremental() -%}
-        create or replace table {{ this.schema }}.int_declarations_converted__dirty as
-        {{ ts_converted_dirty_nights_sql() }};
+        {{ ts_create_or_replace_table_as(this.schema ~ '.int_declarations_converted__dirty', ts_converted_dirty_nights_sql()) }};
         delete from {{ this }}
         where night in (select d.night from {{ this.schema }}.int_declarations_converted__dirty as d)
     {%- else -%}
