@@ -383,3 +383,52 @@ def test_parsing_macros_agree_on_awkward_inputs(warehouses: Warehouses) -> None:
     assert got[("days_between", "", None)]["out_int"] == 3
     assert got[("arg_max", "", None)]["out_text"] == "b"
     assert json.loads(got[("json_object", "", None)]["out_text"]) == {"a": 'x"y\\z', "it's": None, "Mass (kg)": "Ç 1,5"}
+
+
+# ---------------------------------------------------------------------- detection reads either one
+
+
+def test_detection_from_the_postgres_marts_equals_detection_from_duckdb(warehouses: Warehouses) -> None:
+    """Detection's input through tradesentry.warehouse_io: read in place from the DuckDB warehouse, or
+    fetched from PostgreSQL into a DuckDB connection of its own; features and scores are the same."""
+    import pandas as pd
+
+    from detectors.config import DetectionConfig
+    from tradesentry.detection.engine import run_detection
+    from tradesentry.detection.features import build_features, drop_temp_tables
+    from tradesentry.warehouse_io import detection_window_days, open_reader, stage_detection_inputs
+
+    cfg = DetectionConfig.from_settings(warehouses.duck)
+    window = detection_window_days(cfg)
+    runs: dict[str, Any] = {}
+    for engine, settings in (("duckdb", warehouses.duck), ("postgres", warehouses.pg_settings)):
+        con = duckdb.connect(str(warehouses.duck.warehouse)) if engine == "duckdb" else duckdb.connect()
+        reader = open_reader(settings, con)
+        try:
+            schema = stage_detection_inputs(reader, con, LAST, window)
+            assert schema == ("marts" if engine == "duckdb" else "detection_input")
+            bundle = build_features(con, LAST, cfg, schema)
+            drop_temp_tables(con)
+            result = run_detection(con, LAST, settings, cfg, labels={}, marts=schema)
+            scores = con.execute(
+                "select declaration_key, score, detector_scores::varchar from detection.scores "
+                "where night = ? order by declaration_key",
+                [LAST],
+            ).fetchall()
+            anomalies = con.execute(
+                "select anomaly_id, kind, score, rank from detection.anomalies where night = ? order by anomaly_id",
+                [LAST],
+            ).fetchall()
+            runs[engine] = (bundle, result, scores, anomalies)
+        finally:
+            reader.close()
+            con.close()
+    (b_duck, r_duck, s_duck, a_duck), (b_pg, r_pg, s_pg, a_pg) = runs["duckdb"], runs["postgres"]
+    assert len(b_duck.subjects) > 50
+    pd.testing.assert_frame_equal(b_duck.subjects.df, b_pg.subjects.df, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(b_duck.history.df, b_pg.history.df, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(b_duck.peer_stats_hs6, b_pg.peer_stats_hs6, check_exact=False, rtol=1e-9)
+    assert r_duck.rows_scored == r_pg.rows_scored and r_duck.by_kind == r_pg.by_kind
+    assert [(k, json.loads(d)) for k, _, d in s_duck] == [(k, json.loads(d)) for k, _, d in s_pg]
+    assert all(math.isclose(a[1], b[1], rel_tol=1e-9) for a, b in zip(s_duck, s_pg, strict=True))
+    assert [(i, k, r) for i, k, _, r in a_duck] == [(i, k, r) for i, k, _, r in a_pg]

@@ -146,10 +146,11 @@ def score_night(
     night: date,
     config: DetectionConfig,
     outcomes: dict[str, str] | None = None,
+    marts: str = "marts",
 ) -> NightScores:
     """Features, fit on the history, score the night; with analysts' ``outcomes`` (anomaly id ->
     confirmed / dismissed), re-rank with what they teach. No writes (temp tables only)."""
-    bundle = build_features(con, night, config)
+    bundle = build_features(con, night, config, marts)
     timings = dict(bundle.timings)
     frame, history = bundle.subjects, bundle.history
     n = len(frame)
@@ -223,18 +224,20 @@ def run_detection(
     settings: Any = None,
     config: DetectionConfig | None = None,
     labels: dict[str, str] | None = None,
+    marts: str = "marts",
 ) -> DetectionResult:
     """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent).
 
     ``labels``: analysts' outcomes by anomaly id; None reads them from the review store
-    (``settings.review_db_url``), ``{}`` scores without any."""
+    (``settings.review_db_url``), ``{}`` scores without any. ``marts``: the schema of ``con`` the
+    marts are read from (``tradesentry.warehouse_io.stage_detection_inputs``)."""
     from tradesentry.warehouse import ensure_schema
 
     t0 = time.perf_counter()
     cfg = _config(settings, config)
     ensure_schema(con)
     outcomes = labels if labels is not None else (read_outcomes(settings) if cfg.feedback else {})
-    ns = score_night(con, night, cfg, outcomes)
+    ns = score_night(con, night, cfg, outcomes, marts)
     timings = ns.timings
     version = detector_version(ns.detectors, cfg)
 
