@@ -72,7 +72,7 @@ def pg_bindir() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
-def require(*, redis: bool = False, s3: bool = False) -> None:
+def require(*, redis: bool = False, s3: bool = False, dbt_postgres: bool = False) -> None:
     """Skip/fail unless the services and Python packages a tier needs are here."""
     bindir = pg_bindir()
     if bindir is None or not (bindir / "postgres").exists():
@@ -89,6 +89,8 @@ def require(*, redis: bool = False, s3: bool = False) -> None:
         dists += ["celery", "redis", "apache-airflow-providers-celery"]
     if s3:
         dists += ["moto", "s3fs", "boto3", "apache-airflow-providers-amazon"]
+    if dbt_postgres:
+        dists += ["dbt-postgres"]
     from importlib.metadata import PackageNotFoundError, version
 
     missing = []
@@ -98,7 +100,7 @@ def require(*, redis: bool = False, s3: bool = False) -> None:
         except PackageNotFoundError:
             missing.append(dist)
     if missing:
-        unavailable(f"Python packages {', '.join(missing)} (the `scale` extra, locked in requirements.lock)")
+        unavailable(f"Python packages {', '.join(missing)} (the `scale` and `warehouse-pg` extras, locked in requirements.lock)")
 
 
 # -------------------------------------------------------------------------------------- processes
@@ -364,9 +366,10 @@ class Postgres:
         return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=database or self.database)
 
 
-def start_postgres(stack: Stack) -> Postgres:
+def start_postgres(stack: Stack, database: str = "airflow") -> Postgres:
     """A throwaway cluster: initdb in a temporary folder (owned by `postgres` when we are root), trust
-    authentication on 127.0.0.1 only, durability off (it is thrown away)."""
+    authentication on 127.0.0.1 only, durability off (it is thrown away); `database` created in it.
+    The C locale: text sorts byte-wise, as in DuckDB."""
     t0 = time.monotonic()
     bindir = pg_bindir()
     assert bindir is not None
@@ -377,7 +380,7 @@ def start_postgres(stack: Stack) -> Postgres:
     if user:
         pw = pwd.getpwnam(user)
         os.chown(pgdata, pw.pw_uid, pw.pw_gid)
-    pg = Postgres(port=free_port())
+    pg = Postgres(port=free_port(), database=database)
     initdb = stack.spawn(
         "initdb",
         [str(bindir / "initdb"), "-D", str(pgdata), "-U", pg.user, "--auth=trust", "-E", "UTF8",

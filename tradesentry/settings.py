@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WAREHOUSE_ENGINES = ("duckdb", "postgres")
 
 
 def _default_data_dir() -> Path:
@@ -30,6 +31,10 @@ class Settings:
     expectations_dir: Path = REPO_ROOT / "expectations"
     # Derived from data_dir unless set explicitly (see resolve()).
     warehouse_path: Path | None = None
+    # The engine dbt builds the warehouse on: duckdb (warehouse_path) or postgres (tier 3,
+    # docs/deployment.md: warehouse_url, e.g. postgresql://user:password@host:5432/tradesentry).
+    warehouse_engine: str = "duckdb"
+    warehouse_url: str | None = None
     landing_dir: Path | None = None
     # Landing on object storage instead of landing_dir: an ObjectStoragePath URI whose user part is
     # the Airflow connection id, e.g. s3://aws_landing@tradesentry-landing/landing (docs/deployment.md).
@@ -95,6 +100,10 @@ class Settings:
         directory, which is not the project when Airflow runs a task.
         """
         d = Path(self.data_dir).expanduser().resolve()
+        if self.warehouse_engine not in WAREHOUSE_ENGINES:
+            raise ValueError(f"warehouse_engine={self.warehouse_engine!r}: use one of {', '.join(WAREHOUSE_ENGINES)}")
+        if self.warehouse_engine == "postgres" and not self.warehouse_url:
+            raise ValueError("warehouse_engine=postgres needs warehouse_url (TRADESENTRY_WAREHOUSE_URL)")
         landing_dir = self.landing_dir
         if self.landing_uri and not self.landing_remote:
             parsed = urlparse(self.landing_uri)

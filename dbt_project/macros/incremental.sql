@@ -55,8 +55,7 @@
 
 {% macro ts_converted_prepare_incremental() -%}
     {%- if is_incremental() -%}
-        create or replace table {{ this.schema }}.int_declarations_converted__dirty as
-        {{ ts_converted_dirty_nights_sql() }};
+        {{ ts_create_or_replace_table_as(this.schema ~ '.int_declarations_converted__dirty', ts_converted_dirty_nights_sql()) }};
         delete from {{ this }}
         where night in (select d.night from {{ this.schema }}.int_declarations_converted__dirty as d)
     {%- else -%}
@@ -137,11 +136,10 @@
     dirty imports, leaving out imports already matched to an export outside the rematch. A full
     refresh matches everything; the two agree except where a fallback (no reference) choice chains
     across the horizon boundary, which needs a resend older than the horizon. -#}
-{% macro ts_matches_prepare_incremental() -%}
-    {%- if is_incremental() -%}
-        {%- set horizon = var('match_horizon_days', 90) | int -%}
-        {%- set max_transit = var('fallback_max_transit_days', 30) | int -%}
-        create or replace table {{ this.schema }}.fct_consignment_matches__scope as
+{#- The exports a run rematches (rematch_export) and the imports they may pair with. -#}
+{% macro ts_matches_scope_sql() -%}
+    {%- set horizon = var('match_horizon_days', 90) | int -%}
+    {%- set max_transit = var('fallback_max_transit_days', 30) | int -%}
         with
         members as (
             select country_code from {{ this.schema }}.dim_countries where is_member
@@ -211,7 +209,13 @@
         -- exports matched to a dirty import are rematched with it
         select m.export_key, 'export', true
         from {{ this }} as m
-        where m.import_key in (select k.declaration_key from dirty_keys as k);
+        where m.import_key in (select k.declaration_key from dirty_keys as k)
+{%- endmacro %}
+
+
+{% macro ts_matches_prepare_incremental() -%}
+    {%- if is_incremental() -%}
+        {{ ts_create_or_replace_table_as(this.schema ~ '.fct_consignment_matches__scope', ts_matches_scope_sql()) }};
 
         delete from {{ this }}
         where export_key in (

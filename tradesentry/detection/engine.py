@@ -175,11 +175,13 @@ class ShardScores:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def prepare_night(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> PreparedNight:
+def prepare_night(
+    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, marts: str = "marts"
+) -> PreparedNight:
     """Features (temp tables stay for the merge) and every detector fitted on the history window,
     once for the whole night: a shard scores with these very objects, so its models are the
     single run's models by construction."""
-    bundle = build_features(con, night, config)
+    bundle = build_features(con, night, config, marts)
     timings = dict(bundle.timings)
     dets = build_detectors(config)
     for det in dets:
@@ -320,6 +322,7 @@ def score_night(
     config: DetectionConfig,
     outcomes: dict[str, str] | None = None,
     shards: int = 1,
+    marts: str = "marts",
 ) -> NightScores:
     """Features, fit on the history, score the night; with analysts' ``outcomes`` (anomaly id ->
     confirmed / dismissed), re-rank with what they teach. No writes (temp tables only).
@@ -327,7 +330,7 @@ def score_night(
     The same three steps as the sharded run (:mod:`tradesentry.detection.sharding`), in one process:
     :func:`prepare_night`, :func:`score_shard` per shard (``shards`` > 1 splits by HS section as the
     sharded run does; the results are the same), :func:`merge_scores`."""
-    prep = prepare_night(con, night, config)
+    prep = prepare_night(con, night, config, marts)
     frame = prep.bundle.subjects
     if shards <= 1:
         parts = [score_shard(prep.detectors, frame)]
@@ -372,20 +375,22 @@ def run_detection(
     config: DetectionConfig | None = None,
     labels: dict[str, str] | None = None,
     shards: int = 1,
+    marts: str = "marts",
 ) -> DetectionResult:
     """Score ``night``, write ``detection.scores`` and ``detection.anomalies`` for it (idempotent).
 
     ``labels``: analysts' outcomes by anomaly id; None reads them from the review store
     (``settings.review_db_url``), ``{}`` scores without any. ``shards``: score in that many HS-section
     shards, one after the other in this process (same results; the Airflow DAG's sharded tasks run
-    them in parallel, :mod:`tradesentry.detection.sharding`)."""
+    them in parallel, :mod:`tradesentry.detection.sharding`). ``marts``: the schema of ``con`` the
+    marts are read from (``tradesentry.warehouse_io.stage_detection_inputs``)."""
     from tradesentry.warehouse import ensure_schema
 
     t0 = time.perf_counter()
     cfg = _config(settings, config)
     ensure_schema(con)
     outcomes = night_outcomes(settings, cfg, labels)
-    ns = score_night(con, night, cfg, outcomes, shards=shards)
+    ns = score_night(con, night, cfg, outcomes, shards=shards, marts=marts)
     return finish_night(con, ns, cfg, t0)
 
 

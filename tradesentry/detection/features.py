@@ -94,6 +94,8 @@ class FeatureBundle:
     config: DetectionConfig | None = None
     # rowid in _ts_subj of each subject row (the rows are fetched in key order, _ts_subj is not sorted)
     rowids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))
+    # the schema the marts were read from (tradesentry.warehouse_io.stage_detection_inputs)
+    marts_schema: str = "marts"
 
 
 def _lit(d: date) -> str:
@@ -143,7 +145,7 @@ def _decl_select(src: str, where: str, cif: float) -> str:
 
 
 def _descriptive_select(
-    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, keys: str
+    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, keys: str, marts: str = "marts"
 ) -> str:
     """The descriptive and group columns of the declarations as of N whose key is in ``keys`` (a
     subquery), computed as :func:`_decl_select` computes them."""
@@ -153,10 +155,10 @@ def _descriptive_select(
             coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id, trader_name,
             quantity_unit, coalesce(quantity_unit, '') as qunit, source_file,
             cast(source_line as integer) as source_line"""
-    src = f"{cols} from marts.fct_declarations where {where}"
-    if _table_exists(con, "marts", "fct_declaration_history"):
+    src = f"{cols} from {marts}.fct_declarations where {where}"
+    if _table_exists(con, marts, "fct_declaration_history"):
         src += (
-            f"\nunion all\n{cols} from marts.fct_declaration_history "
+            f"\nunion all\n{cols} from {marts}.fct_declaration_history "
             f"where {where} and replaced_by_night > {_lit(night)}"
         )
     return src
@@ -313,8 +315,11 @@ def _z_table_sql(cfg: DetectionConfig, where: str, view: bool = False) -> list[s
     return [pick, z]
 
 
-def build_features(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> FeatureBundle:
+def build_features(
+    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, marts: str = "marts"
+) -> FeatureBundle:
     """The features of night N's rows (see the module's docstring); temp tables stay for the writes.
+    ``marts``: the schema of ``con`` holding the marts (``tradesentry.warehouse_io``).
 
     Every statement here either sorts explicitly or does not depend on row order (the rows are
     fetched in key order through their rowids), so DuckDB may insert and scan in any order meanwhile
@@ -322,12 +327,14 @@ def build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detectio
     before = con.execute("select current_setting('preserve_insertion_order')").fetchall()[0][0]
     con.execute("set preserve_insertion_order = false")
     try:
-        return _build_features(con, night, config)
+        return _build_features(con, night, config, marts)
     finally:
         con.execute(f"set preserve_insertion_order = {'true' if before else 'false'}")
 
 
-def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig) -> FeatureBundle:
+def _build_features(
+    con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, marts: str = "marts"
+) -> FeatureBundle:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     W = config.history_window_nights
@@ -339,10 +346,10 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
     cif = float(config.cif_fob_factor)
 
     # 1. declarations as of N, nights [lo, N]
-    src = _decl_select("marts.fct_declarations", f"night between {lo} and {N}", cif)
-    if _table_exists(con, "marts", "fct_declaration_history"):
+    src = _decl_select(f"{marts}.fct_declarations", f"night between {lo} and {N}", cif)
+    if _table_exists(con, marts, "fct_declaration_history"):
         src += "\nunion all\n" + _decl_select(
-            "marts.fct_declaration_history",
+            f"{marts}.fct_declaration_history",
             f"night between {lo} and {N} and replaced_by_night > {N}",
             cif,
         )
@@ -362,8 +369,8 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
     # mirror pairs (as of N: both sides declared by N); the rows scored tonight: night N's, and the
     # earlier rows tonight's pairs and orphan check charge
     t = time.perf_counter()
-    if _table_exists(con, "marts", "fct_consignment_matches"):
-        matches = """(select distinct export_key, import_key from marts.fct_consignment_matches
+    if _table_exists(con, marts, "fct_consignment_matches"):
+        matches = f"""(select distinct export_key, import_key from {marts}.fct_consignment_matches
                       where export_key is not null and import_key is not null)"""
     else:
         matches = "(select null::varchar as export_key, null::varchar as import_key where false)"
@@ -605,6 +612,7 @@ def _build_features(con: duckdb.DuckDBPyConnection, night: date, config: Detecti
         timings=timings,
         config=config,
         rowids=rowids,
+        marts_schema=marts,
     )
 
 
@@ -674,7 +682,7 @@ def full_rows(con: duckdb.DuckDBPyConnection, positions: list[int], bundle: Feat
         order += WIDE_AFTER.get(c, [])
     desc = _descriptive_select(
         con, bundle.night, bundle.config or DetectionConfig(),
-        "select s.key from _ts_subj s join _ts_pos p on s.rowid = p.rid",
+        "select s.key from _ts_subj s join _ts_pos p on s.rowid = p.rid", bundle.marts_schema,
     )  # fmt: skip
     on = " and ".join(f"k.{c} is not distinct from d.{c}" for c in GROUP_KEY)
     sql = f"""select {", ".join(order)}

@@ -118,6 +118,12 @@ def dbt_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str,
             "DBT_PARTIAL_PARSE": env.get("DBT_PARTIAL_PARSE", "true"),
         }
     )
+    if settings.warehouse_engine == "postgres":
+        # profiles.yml's postgres target reads the connection from TRADESENTRY_PG_*.
+        from tradesentry.warehouse_pg import pg_params
+
+        assert settings.warehouse_url is not None
+        env.update(pg_params(settings.warehouse_url).as_env())
     return env
 
 

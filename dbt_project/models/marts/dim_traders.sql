@@ -12,7 +12,7 @@ known as (
         reporter_country,
         trader_id,
         max(trader_name) filter (where trader_name is not null) as any_name,
-        arg_max(trader_name, night) filter (where trader_name is not null) as latest_name,
+        {{ ts_arg_max('trader_name', 'night', 'trader_name is not null') }} as latest_name,
         min(night) as first_night,
         max(night) as last_night,
         count(*) as declarations

@@ -47,7 +47,7 @@ select
     reason_code,
     reason,
     cast(null as varchar) as declaration_id,
-    json_object('raw_line', raw_line) as raw_values
+    {{ ts_json_object(['raw_line']) }} as raw_values
 from parse_rejects
 
 union all
