@@ -17,7 +17,7 @@ per flow and HS6 / HS4 / HS2 over the same history window, cleaned), the route a
 and fits and scores the same isolation forest (same parameters, same history sample size) on them.
 
     .venv/bin/python bench/bench_pipeline.py --rows 1000000 --history 30
-    .venv/bin/python bench/bench_pipeline.py --rows 1000000 --history 365 --history-only-setup
+    .venv/bin/python bench/bench_pipeline.py --rows 100000 --history 365   # same night, a year of history
 
 Results go to benchmarks/pipeline.md (--out): this script rewrites the section of that file for
 the size it ran (rows x history), keeping the others. Shared CPU: run 1M once or twice, not in a loop.
