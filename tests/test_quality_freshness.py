@@ -13,6 +13,7 @@ from test_quality_fixtures import spec
 from tradesentry.quality.gates import FeedQuality, _prepare_raw
 from tradesentry.settings import Settings
 from tradesentry.warehouse import ensure_schema
+from tradesentry.warehouse_io import DuckDBReader
 
 NIGHT = date(2026, 11, 20)  # expected_by_hour 6 (the fixtures' spec): due 2026-11-20 06:00 UTC
 PULLED_DAYS_LATER = datetime(2026, 11, 28, 13, 0)
@@ -35,7 +36,8 @@ def _landed(con: duckdb.DuckDBPyConnection, name: str, arrived: datetime, modifi
 
 def _freshness(con: duckdb.DuckDBPyConnection, tmp_path) -> list:
     q = FeedQuality(feed="xa", country="XA", night=NIGHT)
-    _prepare_raw(con, Settings(data_dir=tmp_path).resolve(), NIGHT, spec("xa"), q)
+    settings = Settings(data_dir=tmp_path).resolve()
+    _prepare_raw(DuckDBReader(settings.warehouse, con), settings, NIGHT, spec("xa"), q)
     return q.freshness
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from test_quality_fixtures import spec
 
+from tradesentry.quality.dialect import render
 from tradesentry.quality.drift import closest_column, detect_drift
 from tradesentry.quality.suites import (
     date_regex,
@@ -36,7 +37,11 @@ def test_generated_suite_covers_the_spec() -> None:
     assert e["flow_allowed"]["kwargs"]["value_set"] == ["E", "I"]
     # severity override by expectation name
     assert e["hs_code_format"]["severity"] == e["hs_code_format"]["meta"]["severity"] == "critical"
-    assert "regexp_full_match" in e["hs_code_format"]["kwargs"]["unexpected_rows_query"]
+    # the portable spelling (dialect.py), rendered as DuckDB's regexp_full_match on DuckDB
+    assert "NOT ts_full_match(trim(\"HS_CODE\"), " in e["hs_code_format"]["kwargs"]["unexpected_rows_query"]
+    assert "NOT regexp_full_match(trim(\"HS_CODE\"), " in render(
+        e["hs_code_format"]["kwargs"]["unexpected_rows_query"], "duckdb"
+    )
     assert "[0-9]{{6}}" in e["hs_code_format"]["kwargs"]["unexpected_rows_query"]  # braces escaped for GX
     assert (
         "replace(trim(\"VALUE\"), ',', '.')" in e["customs_value_numeric"]["kwargs"]["unexpected_rows_query"]

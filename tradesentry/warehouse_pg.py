@@ -101,6 +101,34 @@ def _select_for_csv(name: str, duck_type: str) -> str:
     return q
 
 
+# The ops tables the gates write (tradesentry.warehouse.DDL has their definition).
+OPS_TABLES = ("feed_holds", "quality_row_failures")
+
+
+def ops_ddl() -> str:
+    """PostgreSQL statements creating the ``ops`` schema and its tables when missing, with the
+    columns, types and NOT NULLs of the DuckDB ones (``tradesentry.warehouse.DDL``, the one
+    definition): the gates write them on PostgreSQL as they do on DuckDB."""
+    from tradesentry.warehouse import ensure_schema
+
+    con = duckdb.connect()
+    try:
+        ensure_schema(con)
+        rows = con.execute(
+            "select table_name, column_name, data_type, is_nullable from information_schema.columns "
+            "where table_schema = 'ops' and table_name in (select unnest(?)) order by table_name, ordinal_position",
+            [list(OPS_TABLES)],
+        ).fetchall()
+    finally:
+        con.close()
+    tables: dict[str, list[str]] = {}
+    for table, column, duck_type, nullable in rows:
+        tables.setdefault(table, []).append(_pg_column(column, duck_type) + ("" if nullable == "YES" else " not null"))
+    stmts = ["create schema if not exists ops"]
+    stmts += [f'create table if not exists ops."{t}" ({", ".join(cols)})' for t, cols in tables.items()]
+    return ";\n".join(stmts) + ";"
+
+
 def copy_schemas(
     duckdb_path: Path, url: str, schemas: tuple[str, ...] = ("raw", "ops")
 ) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Data-quality gates (Great Expectations on DuckDB through SQL).
+"""Data-quality gates (Great Expectations through SQL on the warehouse: DuckDB, or PostgreSQL in tier 3).
 
 Import cost: this package does not import great_expectations at module level (about 4.5 s); the
 gates import it when they run.

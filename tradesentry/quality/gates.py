@@ -1,4 +1,10 @@
-"""Data-quality gates: Great Expectations on DuckDB through SQL, holds and quarantined rows.
+"""Data-quality gates: Great Expectations on the warehouse through SQL, holds and quarantined rows.
+
+The warehouse is the settings' engine (DuckDB, or PostgreSQL in tier 3), read and written through
+``tradesentry.warehouse_io`` (``open_work``): the gates' own queries are the SQL both engines share,
+GX gets its datasource from there, the suites' queries are rendered for the engine
+(``tradesentry.quality.dialect``), and the failing rows are fetched into DuckDB, where the reasons
+are written and ranked the same way for both, before they go to ``ops`` in the warehouse.
 
 Public API (see also report.py):
 
@@ -31,7 +37,7 @@ from tradesentry.feeds.spec import FeedSpec
 from tradesentry.quality import suites as S
 from tradesentry.quality.drift import DriftFinding, detect_drift, read_header
 from tradesentry.settings import Settings
-from tradesentry.warehouse import open_warehouse
+from tradesentry.warehouse_io import WarehouseReader, add_gx_datasource, open_work
 
 log = logging.getLogger(__name__)
 
@@ -143,21 +149,12 @@ def _resolved(settings: Settings) -> Settings:
     return settings if settings.warehouse_path is not None else settings.resolve()
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    n = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, name],
-    ).fetchone()
-    return bool(n and n[0])
+def _relation_exists(wh: WarehouseReader, schema: str, name: str) -> bool:
+    return bool(wh.columns_of(schema, name))
 
 
-def _columns(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[str]:
-    rows = con.execute(
-        "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-        "order by ordinal_position",
-        [schema, name],
-    ).fetchall()
-    return [r[0] for r in rows]
+def _columns(wh: WarehouseReader, schema: str, name: str) -> list[str]:
+    return wh.columns_of(schema, name)
 
 
 def _night_start_utc(night: date, tz: str) -> datetime:
@@ -179,7 +176,7 @@ class _Batch:
 
 
 def _volume_and_freshness(
-    con: duckdb.DuckDBPyConnection,
+    wh: WarehouseReader,
     settings: Settings,
     spec: FeedSpec,
     night: date,
@@ -192,11 +189,11 @@ def _volume_and_freshness(
     delivery, so that a file pulled days later (a backfill, a retry) is not late for that; only when
     the source does not tell its modification time is the file judged by its arrival."""
     k = settings.volume_history_nights
-    hist = con.execute(
+    hist = wh.fetchall(
         "select night, sum(rows_landed) from raw.landed_files where feed = ? and night < ? and night >= ? "
         "group by night order by night",
         [spec.feed, night, night - timedelta(days=k)],
-    ).fetchall()
+    )
     if len(hist) >= MIN_VOLUME_HISTORY_NIGHTS:
         median = statistics.median(r[1] for r in hist)
         if median > 0 and q.rows < settings.volume_drop_ratio * median:
@@ -242,30 +239,24 @@ def _volume_and_freshness(
             )
 
 
-def _header(
-    con: duckdb.DuckDBPyConnection, settings: Settings, spec: FeedSpec, source_file: str
-) -> list[str] | None:
+def _header(wh: WarehouseReader, settings: Settings, spec: FeedSpec, source_file: str) -> list[str] | None:
     """A landed file's header: ``raw.landed_files.columns`` when the loader recorded it, else the
     first line of the file under the landing folder; None when neither is available."""
-    if "columns" in _columns(con, "raw", "landed_files"):
-        row = con.execute(
-            "select columns from raw.landed_files where source_file = ?", [source_file]
-        ).fetchone()
-        if row is not None and row[0] is not None:
-            return list(row[0])
+    if "columns" in _columns(wh, "raw", "landed_files"):
+        rows = wh.fetchall("select columns from raw.landed_files where source_file = ?", [source_file])
+        if rows and rows[0][0] is not None:
+            return list(rows[0][0])
     return read_header(settings.landing / source_file, spec)
 
 
-def _previous_header(
-    con: duckdb.DuckDBPyConnection, settings: Settings, spec: FeedSpec, night: date
-) -> list[str] | None:
-    prev = con.execute(
+def _previous_header(wh: WarehouseReader, settings: Settings, spec: FeedSpec, night: date) -> list[str] | None:
+    prev = wh.fetchall(
         "select source_file from raw.landed_files where feed = ? and night < ? order by night desc, arrived_at desc limit 1",
         [spec.feed, night],
-    ).fetchone()
-    if prev is None:
+    )
+    if not prev:
         return None
-    return _header(con, settings, spec, prev[0])
+    return _header(wh, settings, spec, prev[0][0])
 
 
 def _load_raw_suite(settings: Settings, spec: FeedSpec, q: FeedQuality) -> dict[str, Any]:
@@ -284,14 +275,14 @@ def _load_raw_suite(settings: Settings, spec: FeedSpec, q: FeedQuality) -> dict[
 
 
 def _prepare_raw(
-    con: duckdb.DuckDBPyConnection, settings: Settings, night: date, spec: FeedSpec, q: FeedQuality
+    wh: WarehouseReader, settings: Settings, night: date, spec: FeedSpec, q: FeedQuality
 ) -> _Batch | None:
-    modified = "source_modified_at" if "source_modified_at" in _columns(con, "raw", "landed_files") else "null"
-    files = con.execute(
+    modified = "source_modified_at" if "source_modified_at" in _columns(wh, "raw", "landed_files") else "null"
+    files = wh.fetchall(
         f"select source_file, rows_landed, arrived_at, {modified} from raw.landed_files "
         "where feed = ? and night = ? order by arrived_at, source_file",
         [spec.feed, night],
-    ).fetchall()
+    )
     if not files:
         q.status = "missing"
         q.freshness.append(
@@ -303,21 +294,21 @@ def _prepare_raw(
     # The night's first delivery: each file's source time, or its arrival when the source gives none.
     when, from_source = min(((f[3], True) if f[3] is not None else (f[2], False)) for f in files)
     _volume_and_freshness(
-        con, settings, spec, night, q, min(f[2] for f in files), when if from_source else None
+        wh, settings, spec, night, q, min(f[2] for f in files), when if from_source else None
     )
 
-    if not _relation_exists(con, "raw", spec.raw_table):
+    if not _relation_exists(wh, "raw", spec.raw_table):
         q.drift = []
         q.notes.append(Finding("raw_table_missing", "critical", f"raw.{spec.raw_table} does not exist"))
         return _Batch(spec, "", [], {})
-    table_cols = _columns(con, "raw", spec.raw_table)
-    headers = [_header(con, settings, spec, f[0]) for f in files]
+    table_cols = _columns(wh, "raw", spec.raw_table)
+    headers = [_header(wh, settings, spec, f[0]) for f in files]
     read = [h for h in headers if h is not None]
     if read:
         file_cols = list(dict.fromkeys(c for h in read for c in h))
     else:
         file_cols = [c for c in table_cols if not c.startswith("_")]
-    prev = _previous_header(con, settings, spec, night)
+    prev = _previous_header(wh, settings, spec, night)
     q.drift = detect_drift(spec, file_cols, prev, source_file=files[-1][0])
 
     file_set = set(file_cols)
@@ -326,7 +317,7 @@ def _prepare_raw(
         "SELECT " + ", ".join(S.qi(c) for c in cols) + f" FROM raw.{S.qi(spec.raw_table)} "
         f"WHERE _night = DATE '{night.isoformat()}'"
     )
-    q.rows = int(con.execute(f"select count(*) from ({query}) AS b").fetchone()[0])  # type: ignore[index]
+    q.rows = int(wh.fetchall(f"select count(*) from ({query}) AS b")[0][0])
     return _Batch(spec, query, cols, _load_raw_suite(settings, spec, q))
 
 
@@ -399,9 +390,7 @@ def _run_gx(
     from tradesentry.quality import gx_duckdb
 
     ctx = _gx_context(settings)
-    ds = ctx.data_sources.add_or_update_sql(
-        name=datasource_name, connection_string=gx_duckdb.connection_string(settings.warehouse)
-    )
+    ds = add_gx_datasource(ctx, settings, datasource_name)
     results: dict[str, Any] = {}
     skipped: dict[str, list[dict[str, Any]]] = {}
     try:
@@ -409,7 +398,7 @@ def _run_gx(
         for name, query, suite_dict, cols in batches:
             asset = ds.add_query_asset(name=name, query=query)
             bd = asset.add_batch_definition_whole_table("night")
-            suite, skip = S.to_gx_suite(suite_dict, cols)
+            suite, skip = S.to_gx_suite(suite_dict, cols, settings.warehouse_engine)
             skipped[name] = skip
             suite = ctx.suites.add_or_update(suite)
             vds.append(
@@ -529,11 +518,14 @@ def _failing_rows_sql(batch_query: str, info: dict[str, Any]) -> str | None:
 
 def _collect_failures(
     con: duckdb.DuckDBPyConnection,
+    wh: WarehouseReader,
     batch_query: str,
     outcomes: list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]],
     default_feed: str | None,
 ) -> None:
-    """Fill temp table _qf with every failing row of every failed row-level expectation."""
+    """Fill temp table _qf of ``con`` with every failing row of every failed row-level expectation:
+    each expectation's failing rows are fetched from the warehouse (temp table _qrows, their values
+    with their types), and the reason is written here, in DuckDB, whatever the warehouse engine."""
     con.execute(
         "create or replace temp table _qf (feed varchar, source_file varchar, source_line integer, "
         "expectation varchar, rank integer, reason_code varchar, reason varchar, severity varchar)"
@@ -544,7 +536,8 @@ def _collect_failures(
         sql = _failing_rows_sql(batch_query, info)
         if sql is None:
             continue
-        cols = [d[0] for d in con.execute(f"select * from ({sql}) AS f limit 0").description]
+        wh.into_duckdb(con, "_qrows", sql, temp=True)
+        cols = [d[0] for d in con.execute("select * from _qrows limit 0").description]
         low = {c.lower(): c for c in cols}
         for k in ("feed", "source_file", "source_line"):  # GX names the index columns as in the batch
             if f"_{k}" not in low and k in low:
@@ -555,7 +548,11 @@ def _collect_failures(
         keys = {low[k] for k in ("_feed", "_source_file", "_source_line") if k in low}
         rest = [c for c in cols if c not in keys]
         feed_sql = S.qi(low["_feed"]) if "_feed" in low else S.ql(default_feed or "")
-        value_sql = f"CAST({S.qi(rest[0])} AS VARCHAR)" if rest else "NULL"
+        value_sql = "NULL"
+        if rest:
+            digits = meta.get("value_digits")
+            value = S.qi(rest[0]) if digits is None else f"round({S.qi(rest[0])}, {int(digits)})"
+            value_sql = f"CAST({value} AS VARCHAR)"
         column = meta.get("column")
         lead = f"column '{column}' " if column else "value "
         reason_sql = (
@@ -564,11 +561,15 @@ def _collect_failures(
         )
         con.execute(
             f"insert into _qf select {feed_sql}, {S.qi(low['_source_file'])}, {S.qi(low['_source_line'])}, "
-            f"?, ?, ?, {reason_sql}, ? from ({sql}) AS f",
+            f"?, ?, ?, {reason_sql}, ? from _qrows AS f",
             [o.name, rank, o.reason_code, o.severity],
         )
+    con.execute("drop table if exists _qrows")
 
 
+_FAILURE_COLUMNS = (
+    "feed", "night", "source_file", "source_line", "stage", "expectation", "reason_code", "reason", "severity",
+)  # fmt: skip
 _FIRST = (
     "select feed, source_file, source_line, expectation, reason_code, reason, severity from _qf "
     "qualify row_number() over (partition by feed, source_file, source_line order by rank, reason) = 1"
@@ -578,29 +579,27 @@ _FIRST = (
 # ---------------------------------------------------------------- holds
 
 
-def _hold(
-    con: duckdb.DuckDBPyConnection, feed: str, night: date, code: str, reason: str, now: datetime
-) -> datetime | None:
+def _hold(wh: WarehouseReader, feed: str, night: date, code: str, reason: str, now: datetime) -> datetime | None:
     """Insert or refresh the one active hold; returns lifted_at when a person already lifted a hold for
     the same reason (then the feed is not held again)."""
-    active = con.execute(
+    ((active,),) = wh.fetchall(
         "select count(*) from ops.feed_holds where feed = ? and night = ? and lifted_at is null",
         [feed, night],
-    ).fetchone()[0]  # type: ignore[index]
+    )
     if active:
-        con.execute(
+        wh.execute(
             "update ops.feed_holds set reason_code = ?, reason = ? where feed = ? and night = ? and lifted_at is null",
             [code, reason, feed, night],
         )
         return None
-    lifted = con.execute(
+    ((lifted,),) = wh.fetchall(
         "select max(lifted_at) from ops.feed_holds where feed = ? and night = ? and reason_code = ? "
         "and lifted_at is not null",
         [feed, night, code],
-    ).fetchone()[0]  # type: ignore[index]
+    )
     if lifted is not None:
-        return lifted
-    con.execute(
+        return lifted  # type: ignore[no-any-return]
+    wh.execute(
         "insert into ops.feed_holds (feed, night, reason_code, reason, held_at, lifted_at) values (?, ?, ?, ?, ?, NULL)",
         [feed, night, code, reason, now],
     )
@@ -611,12 +610,12 @@ def lift_hold(settings: Settings, feed: str, night: date) -> int:
     """Lift the active hold of a feed for a night (sets lifted_at); returns how many holds were lifted.
     A rerun of validate_raw for that night does not hold the feed again for the same reason."""
     settings = _resolved(settings)
-    with open_warehouse(settings.warehouse) as con:
-        n = con.execute(
+    with open_work(settings) as (_con, wh), wh.transaction():
+        ((n,),) = wh.fetchall(
             "select count(*) from ops.feed_holds where feed = ? and night = ? and lifted_at is null",
             [feed, night],
-        ).fetchone()[0]  # type: ignore[index]
-        con.execute(
+        )
+        wh.execute(
             "update ops.feed_holds set lifted_at = ? where feed = ? and night = ? and lifted_at is null",
             [datetime.now().replace(microsecond=0), feed, night],
         )
@@ -723,15 +722,16 @@ def _drop_absent_column_failures(
     batches: dict[date, _Batch],
 ) -> None:
     """In a range batch, a night whose file lacks a column shows NULLs there; a one-night batch would
-    have skipped the expectations on that column, so their failing rows of that night are dropped."""
+    have skipped the expectations on that column, so their failing rows of that night are dropped.
+    ``_landed``: the feed's landed files (source_file, night) in ``con``."""
     for night, b in batches.items():
         for meta, o, _info in outcomes:
             column = meta.get("column")
             if o.level == "row" and column and column not in b.columns:
                 con.execute(
                     "delete from _qf where expectation = ? and source_file in "
-                    "(select source_file from raw.landed_files where feed = ? and night = ?)",
-                    [o.name, b.spec.feed, night],
+                    "(select source_file from _landed where night = ?)",
+                    [o.name, night],
                 )
 
 
@@ -748,12 +748,12 @@ def validate_raw_nights(
     results = {n: RawGateResult(night=n, feeds={}) for n in nights}
     per_night: dict[str, dict[date, _Batch]] = {}
     combined: dict[str, _Batch] = {}
-    with open_warehouse(settings.warehouse) as con:
+    with open_work(settings) as (_con, wh):
         for night in nights:
             for spec in feeds:
                 q = FeedQuality(feed=spec.feed, country=spec.country, night=night)
                 results[night].feeds[spec.feed] = q
-                b = _prepare_raw(con, settings, night, spec, q)
+                b = _prepare_raw(wh, settings, night, spec, q)
                 if b is not None and b.query:
                     per_night.setdefault(spec.feed, {})[night] = b
         for feed, batches in per_night.items():
@@ -761,7 +761,7 @@ def validate_raw_nights(
                 combined[feed] = next(iter(batches.values()))
                 continue
             last = batches[max(batches)]
-            table_cols = _columns(con, "raw", last.spec.raw_table)
+            table_cols = _columns(wh, "raw", last.spec.raw_table)
             wanted = {c for b in batches.values() for c in b.columns}
             cols = [c for c in table_cols if c in wanted]
             in_list = ", ".join(f"DATE '{n.isoformat()}'" for n in sorted(batches))
@@ -784,11 +784,11 @@ def validate_raw_nights(
 
     now = datetime.now().replace(microsecond=0)
     in_nights = ", ".join(f"DATE '{n.isoformat()}'" for n in nights)
-    with open_warehouse(settings.warehouse) as con:
+    with open_work(settings) as (con, wh), wh.transaction():
         for spec in feeds:
             b = combined.get(spec.feed)
             outcomes: list[tuple[dict[str, Any], ExpectationOutcome, dict[str, Any]]] = []
-            con.execute(
+            wh.execute(
                 f"delete from ops.quality_row_failures where feed = ? and night in ({in_nights}) and stage = ? "
                 "and expectation not like 'harmonised.%'",
                 [spec.feed, STAGE],
@@ -797,29 +797,37 @@ def validate_raw_nights(
             all_counts: dict[date, dict[str, int]] = {}
             if b is not None and f"raw__{spec.feed}" in gx_results:
                 outcomes = _outcomes(gx_results[f"raw__{spec.feed}"], skipped.get(f"raw__{spec.feed}", []))
-                _collect_failures(con, b.query, outcomes, spec.feed)
+                _collect_failures(con, wh, b.query, outcomes, spec.feed)
+                wh.into_duckdb(
+                    con,
+                    "_landed",
+                    f"select source_file, night from raw.landed_files where feed = {S.ql(spec.feed)}",
+                    temp=True,
+                )
                 if several:
                     _drop_absent_column_failures(con, outcomes, per_night.get(spec.feed, {}))
                 # A failing row's night is its landed file's night.
                 con.execute(
                     "create or replace temp table _qfn as select f.*, l.night from (" + _FIRST + ") f "
-                    "join raw.landed_files l using (source_file)"
+                    "join _landed l using (source_file)"
                 )
-                con.execute(
-                    "insert into ops.quality_row_failures (feed, night, source_file, source_line, stage, "
-                    "expectation, reason_code, reason, severity) select feed, night, source_file, source_line, ?, "
-                    "expectation, reason_code, reason, severity from _qfn",
-                    [STAGE],
+                wh.append_from_duckdb(
+                    con,
+                    "ops.quality_row_failures",
+                    _FAILURE_COLUMNS,
+                    f"select feed, night, source_file, source_line, {S.ql(STAGE)}, expectation, reason_code, "
+                    "reason, severity from _qfn",
                 )
                 for n, e, c in con.execute("select night, expectation, count(*) from _qfn group by all").fetchall():
                     first_counts.setdefault(n, {})[e] = int(c)
                 for n, e, c in con.execute(
                     "select l.night, q.expectation, count(distinct (q.source_file, q.source_line)) from _qf q "
-                    "join raw.landed_files l using (source_file) group by all"
+                    "join _landed l using (source_file) group by all"
                 ).fetchall():
                     all_counts.setdefault(n, {})[e] = int(c)
                 con.execute("drop table if exists _qf")
                 con.execute("drop table if exists _qfn")
+                con.execute("drop table if exists _landed")
             for night in nights:
                 q = results[night].feeds[spec.feed]
                 if q.status == "missing":
@@ -840,14 +848,14 @@ def validate_raw_nights(
                 if reasons:
                     code = reasons[0][0]
                     text = "; ".join(dict.fromkeys(r[1] for r in reasons))
-                    lifted = _hold(con, spec.feed, night, code, text, now)
+                    lifted = _hold(wh, spec.feed, night, code, text, now)
                     q.hold_reason_code, q.hold_reason = code, text
                     if lifted is None:
                         q.status = "held"
                     else:
                         q.status, q.hold_lifted_at = "ok", lifted
                 else:
-                    con.execute(
+                    wh.execute(
                         "update ops.feed_holds set lifted_at = ? where feed = ? and night = ? and lifted_at is null",
                         [now, spec.feed, night],
                     )
@@ -874,16 +882,16 @@ def validate_harmonised(settings: Settings, night: date, build_docs: bool = True
     result = HarmonisedGateResult(night=night)
     schema, name = S.HARMONISED_RELATION.split(".")
     query = harmonised_query(night)
-    with open_warehouse(settings.warehouse) as con:
-        if not _relation_exists(con, schema, name):
+    with open_work(settings) as (_con, wh):
+        cols = _columns(wh, schema, name)
+        if not cols:
             result.notes.append(
                 Finding("relation_missing", "warning", f"{S.HARMONISED_RELATION} does not exist")
             )
             return result
-        cols = _columns(con, schema, name)
-        result.rows_by_feed = dict(
-            con.execute(f"select feed, count(*) from ({query}) AS b group by 1").fetchall()
-        )
+        result.rows_by_feed = {
+            str(f): int(n) for f, n in wh.fetchall(f"select feed, count(*) from ({query}) AS b group by 1")
+        }
         result.rows = int(sum(result.rows_by_feed.values()))
     path = S.harmonised_path(settings.expectations_dir)
     suite = S.load_suite(path) if path.exists() else S.merge_custom(S.harmonised_suite(), S.custom_path(path))
@@ -899,32 +907,41 @@ def validate_harmonised(settings: Settings, night: date, build_docs: bool = True
         build_docs,
     )
     result.data_docs_index = settings.reports / "data_docs" / "index.html"
-    with open_warehouse(settings.warehouse) as con:
+    night_sql = f"DATE '{night.isoformat()}'"
+    with open_work(settings) as (con, wh), wh.transaction():
         outcomes = _outcomes(
             gx_results["harmonised__declarations"], skipped.get("harmonised__declarations", [])
         )
-        _collect_failures(con, query, outcomes, None)
-        con.execute(
+        _collect_failures(con, wh, query, outcomes, None)
+        wh.execute(
             "delete from ops.quality_row_failures where night = ? and stage = ? and expectation like 'harmonised.%'",
             [night, STAGE],
         )
-        first = (
-            f"select * from ({_FIRST}) AS n where not exists (select 1 from ops.quality_row_failures o "
-            "where o.feed = n.feed and o.night = ? and o.source_file = n.source_file "
-            "and o.source_line = n.source_line and o.stage = 'quality')"
+        # The night's lines already quarantined by the raw gate.
+        wh.into_duckdb(
+            con,
+            "_qf_raw",
+            "select feed, source_file, source_line from ops.quality_row_failures "
+            f"where night = {night_sql} and stage = {S.ql(STAGE)}",
+            temp=True,
         )
-        con.execute("create or replace temp table _qf_first as " + first, [night])
-        con.execute(
-            "insert into ops.quality_row_failures (feed, night, source_file, source_line, stage, expectation, "
-            "reason_code, reason, severity) select feed, ?, source_file, source_line, ?, expectation, reason_code, "
+        first = (
+            f"select * from ({_FIRST}) AS n where not exists (select 1 from _qf_raw o "
+            "where o.feed = n.feed and o.source_file = n.source_file and o.source_line = n.source_line)"
+        )
+        con.execute("create or replace temp table _qf_first as " + first)
+        wh.append_from_duckdb(
+            con,
+            "ops.quality_row_failures",
+            _FAILURE_COLUMNS,
+            f"select feed, {night_sql}, source_file, source_line, {S.ql(STAGE)}, expectation, reason_code, "
             "reason, severity from _qf_first",
-            [night, STAGE],
         )
         result.quarantined_by_feed = dict(
             con.execute("select feed, count(*) from _qf_first group by 1").fetchall()
         )
         per = dict(con.execute("select expectation, count(*) from _qf_first group by 1").fetchall())
-        con.execute("drop table if exists _qf; drop table if exists _qf_first")
+        con.execute("drop table if exists _qf; drop table if exists _qf_first; drop table if exists _qf_raw")
     for _m, o, _i in outcomes:
         o.quarantined_rows = int(per.get(o.name, 0))
     result.quarantined_rows = int(sum(result.quarantined_by_feed.values()))

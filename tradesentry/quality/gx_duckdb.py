@@ -14,7 +14,9 @@ Never edit installed packages (docs/../shared/CONTRACTS.md). What this module do
 3. ``quiet()`` silences GX's logging and progress bars.
 
 Regex expectations (``expect_column_values_to_match_regex``) still refuse DuckDB; the suites use
-``UnexpectedRowsExpectation`` with ``regexp_full_match`` instead (see ``suites.py``).
+``UnexpectedRowsExpectation`` with ``ts_full_match``, rendered as ``regexp_full_match`` on DuckDB, instead
+(see ``suites.py`` and ``dialect.py``). On PostgreSQL GX needs none of this; ``close_datasource`` is
+used there too.
 """
 
 from __future__ import annotations

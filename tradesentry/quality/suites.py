@@ -18,11 +18,16 @@ byte-stable. Every expectation carries in ``meta``:
 - ``severity``: ``critical`` (feed held when it fails) or ``warning`` (rows quarantined);
 - ``level``: ``structural`` (about the batch) or ``row`` (failing rows are quarantined);
 - ``reason_code``, ``reason`` (plain words appended to the bad value), ``column`` (for messages),
-  ``columns`` (every column the expectation reads; skipped when the batch lacks one of them).
+  ``columns`` (every column the expectation reads; skipped when the batch lacks one of them);
+- optionally ``value_digits``: the failing value is shown rounded to that many decimals (rounded by
+  the gate, so that the reason reads the same whatever engine the warehouse is on).
 
 Row-level expectations that GX cannot run natively on DuckDB (regex, parsing, ranges) are
 ``UnexpectedRowsExpectation`` whose query returns ``_feed, _source_file, _source_line, value`` from
 ``{batch}``; braces inside regexes are doubled because GX formats the query with ``str.format``.
+The queries are written in the SQL DuckDB and PostgreSQL share plus the project's functions
+``ts_full_match`` and ``ts_try_double``, which the gate renders for the warehouse engine
+(``tradesentry.quality.dialect``); hand-written queries that must run on both engines use them too.
 """
 
 from __future__ import annotations
@@ -123,13 +128,14 @@ def date_regex(date_format: str) -> str:
 
 
 def numeric_sql(column_sql: str, decimal: str, thousands: str) -> str:
-    """SQL that parses a VARCHAR number written with the feed's separators (NULL when it cannot)."""
+    """SQL that parses a VARCHAR number written with the feed's separators (NULL when it cannot), in
+    the suites' portable spelling (``ts_try_double``, see dialect.py)."""
     expr = f"trim({column_sql})"
     if thousands:
         expr = f"replace({expr}, {ql(thousands)}, '')"
     if decimal != ".":
         expr = f"replace({expr}, {ql(decimal)}, '.')"
-    return f"try_cast({expr} AS DOUBLE)"
+    return f"ts_try_double({expr})"
 
 
 def _rows_query(
@@ -154,20 +160,24 @@ def _exp(
     reason: str,
     column: str | None,
     columns: list[str],
+    value_digits: int | None = None,
 ) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "severity": severity,
+        "level": level,
+        "reason_code": reason_code,
+        "reason": reason,
+        "column": column,
+        "columns": columns,
+    }
+    if value_digits is not None:
+        meta["value_digits"] = value_digits
     return {
         "type": type_,
         "kwargs": kwargs,
         "severity": severity,
-        "meta": {
-            "name": name,
-            "severity": severity,
-            "level": level,
-            "reason_code": reason_code,
-            "reason": reason,
-            "column": column,
-            "columns": columns,
-        },
+        "meta": meta,
     }
 
 
@@ -184,7 +194,7 @@ def _apply_overrides(expectations: list[dict[str, Any]], overrides: dict[str, st
 
 def raw_suite(spec: FeedSpec) -> dict[str, Any]:
     """The generated suite of one feed's raw table (``raw.<feed>__declarations``, all VARCHAR)."""
-    cols = spec.columns
+    cols: dict[str, str] = {str(k): v for k, v in spec.columns.items()}
     fmt = spec.format
     conv = spec.conventions
     ex: list[dict[str, Any]] = []
@@ -258,7 +268,7 @@ def raw_suite(spec: FeedSpec) -> dict[str, Any]:
             {
                 "unexpected_rows_query": _rows_query(
                     qi(hs),
-                    f"{qi(hs)} IS NOT NULL AND NOT regexp_full_match(trim({qi(hs)}), {_braces(ql(hs_re))})",
+                    f"{qi(hs)} IS NOT NULL AND NOT ts_full_match(trim({qi(hs)}), {_braces(ql(hs_re))})",
                 ),
                 "description": f"{hs} matches {hs_re} (hs_format {conv.hs_format})",
             },
@@ -278,7 +288,7 @@ def raw_suite(spec: FeedSpec) -> dict[str, Any]:
         if field not in cols:
             continue
         col = cols[field]
-        where = f"{qi(col)} IS NOT NULL AND NOT regexp_full_match(trim({qi(col)}), {_braces(ql(c_re))})"
+        where = f"{qi(col)} IS NOT NULL AND NOT ts_full_match(trim({qi(col)}), {_braces(ql(c_re))})"
         if mapped_codes:
             where += (
                 " AND trim(" + qi(col) + ") NOT IN (" + ", ".join(_braces(ql(c)) for c in mapped_codes) + ")"
@@ -310,7 +320,7 @@ def raw_suite(spec: FeedSpec) -> dict[str, Any]:
             {
                 "unexpected_rows_query": _rows_query(
                     qi(dcol),
-                    f"{qi(dcol)} IS NOT NULL AND NOT regexp_full_match(trim({qi(dcol)}), {_braces(ql(d_re))})",
+                    f"{qi(dcol)} IS NOT NULL AND NOT ts_full_match(trim({qi(dcol)}), {_braces(ql(d_re))})",
                 ),
                 "description": f"{dcol} looks like a date written {fmt.date_format}",
             },
@@ -444,7 +454,7 @@ def harmonised_suite() -> dict[str, Any]:
             "unexpected_rows_expectation",
             {
                 "unexpected_rows_query": _rows_query(
-                    "hs6", "hs6 IS NULL OR NOT regexp_full_match(hs6, " + _braces(ql("[0-9]{6}")) + ")", keys
+                    "hs6", "hs6 IS NULL OR NOT ts_full_match(hs6, " + _braces(ql("[0-9]{6}")) + ")", keys
                 ),
                 "description": "hs6 is six digits",
             },
@@ -460,7 +470,7 @@ def harmonised_suite() -> dict[str, Any]:
             "unexpected_rows_expectation",
             {
                 "unexpected_rows_query": _rows_query(
-                    f"round({uv}, 6)",
+                    uv,
                     f"customs_value_usd > 0 AND net_mass_kg > 0 AND ({uv} < {MIN_UNIT_VALUE_USD_PER_KG!r} "
                     f"OR {uv} > {MAX_UNIT_VALUE_USD_PER_KG!r})",
                     keys,
@@ -475,6 +485,7 @@ def harmonised_suite() -> dict[str, Any]:
             reason=f"unit value in USD per kg outside {MIN_UNIT_VALUE_USD_PER_KG:g} to {MAX_UNIT_VALUE_USD_PER_KG:g}",
             column="customs_value_usd / net_mass_kg",
             columns=["customs_value_usd", "net_mass_kg"],
+            value_digits=6,
         ),
         _exp(
             "unexpected_rows_expectation",
@@ -617,12 +628,17 @@ def normalise_custom(e: dict[str, Any], where: Path) -> dict[str, Any]:
     return e
 
 
-def to_gx_suite(suite: dict[str, Any], columns: set[str] | None = None) -> tuple[Any, list[dict[str, Any]]]:
-    """Build a GX ExpectationSuite from a suite dict. Expectations that read a column the batch lacks
-    (``columns`` given) are left out and returned as skipped (the missing column is reported by its
-    own structural expectation)."""
+def to_gx_suite(
+    suite: dict[str, Any], columns: set[str] | None = None, engine: str = "duckdb"
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Build a GX ExpectationSuite from a suite dict, its queries rendered for the warehouse
+    ``engine`` (dialect.render). Expectations that read a column the batch lacks (``columns`` given)
+    are left out and returned as skipped (the missing column is reported by its own structural
+    expectation)."""
     import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    from tradesentry.quality.dialect import render
 
     kept, skipped = [], []
     for e in suite["expectations"]:
@@ -630,9 +646,12 @@ def to_gx_suite(suite: dict[str, Any], columns: set[str] | None = None) -> tuple
         if columns is not None and not need <= columns:
             skipped.append(e)
             continue
+        kwargs = dict(e["kwargs"])
+        if isinstance(kwargs.get("unexpected_rows_query"), str):
+            kwargs["unexpected_rows_query"] = render(kwargs["unexpected_rows_query"], engine)
         kept.append(
             ExpectationConfiguration(
-                type=e["type"], kwargs=e["kwargs"], meta=e["meta"], severity=e.get("severity", "warning")
+                type=e["type"], kwargs=kwargs, meta=e["meta"], severity=e.get("severity", "warning")
             ).to_domain_obj()
         )
     return gx.ExpectationSuite(name=suite["name"], expectations=kept, meta=suite.get("meta", {})), skipped
