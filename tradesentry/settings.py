@@ -58,6 +58,9 @@ class Settings:
     http_timeout_seconds: float = 60.0
 
     # Harmonisation
+    # DuckDB's memory cap in the dbt builds: past it DuckDB spills joins, sorts and aggregates to a
+    # temp folder next to the warehouse instead of growing (uncapped, a 5M-row night took 12.8 GB).
+    duckdb_memory_limit: str = "4GB"
     cif_fob_factor: float = 1.06
     max_rate_age_days: int = 7
 
