@@ -87,6 +87,18 @@ class DetectionConfig:
     audit_picks_per_night: int = 5  # at least this many random audit picks per night
     audit_share: float = 0.1  # ... and at least this share of the night's table (flagged + audit)
 
+    # pattern-level anomalies (tradesentry.detection.patterns): a trader whose declarations of one
+    # HS6 and flow over the last pattern_window_nights nights up to and including N (at most the
+    # history window; at least one declared on N) number pattern_min_declarations or more and have a
+    # median robust z of log value per kg at or below pattern_max_median_z against the window's HS6
+    # peers; at most pattern_max_per_night per night, significance capped at pattern_max_significance
+    trader_patterns: bool = True
+    pattern_window_nights: int = 30
+    pattern_min_declarations: int = 8
+    pattern_max_median_z: float = -1.0
+    pattern_max_per_night: int = 20
+    pattern_max_significance: float = 6.0
+
     # learning from analysts' decisions (tradesentry.detection.feedback)
     feedback: bool = True
     feedback_min_each: int = 5  # confirmed and dismissed labels needed before anything is learned

@@ -380,3 +380,53 @@ def test_cli_create_user_reads_password_from_stdin(tmp_path, monkeypatch):
 
     u = Store(get_settings().review_db).get_user("boss")
     assert u.role == "admin" and u.password_hash.startswith("scrypt$")
+
+
+def test_pattern_anomaly_detail_lists_its_declarations(tmp_path):
+    """A pattern-level anomaly (one trader's declarations over a window) shows all its declarations
+    and no unrelated consignment as its mirror."""
+    import duckdb
+
+    from tradesentry.publish import current_snapshot
+
+    env = make_env(tmp_path)
+    snap = current_snapshot(env.settings.published)
+    assert snap is not None
+    con = duckdb.connect(str(snap))
+    try:
+        country, first = con.execute(
+            "select reporter_country, anomaly_id from anomalies where not is_audit_pick "
+            "order by anomaly_id limit 1"
+        ).fetchone()
+        keys = [
+            k
+            for (k,) in con.execute(
+                "select declaration_key from declarations where reporter_country = ? "
+                "order by declaration_key limit 4",
+                [country],
+            ).fetchall()
+        ]
+        assert len(keys) >= 2
+        con.execute(
+            "insert into anomalies select * replace ('ffffffffffffffffffff' as anomaly_id, "
+            "'trader_pattern' as kind, 'pattern' as level, ?::varchar[] as declaration_keys, "
+            "? as primary_key, [? || ': 4 imports of HS 610910 over 30 nights, median 38% below']::varchar[] "
+            "as reasons) from anomalies where anomaly_id = ?",
+            [keys, keys[0], "Value pattern: trader XA|T1", first],
+        )
+        con.execute(
+            "insert into anomaly_declarations select 'ffffffffffffffffffff', k, 'subject' "
+            "from unnest(?::varchar[]) t(k)",
+            [keys],
+        )
+    finally:
+        con.close()
+    c, _ = client_for(create_app(env.settings), "lead1")
+    r = c.get("/anomalies/ffffffffffffffffffff")
+    assert r.status_code == 200, r.text
+    assert "Trader pattern" in r.text and "Declarations in the pattern" in r.text
+    for k in keys:
+        assert k in r.text
+    api = c.get("/api/anomalies/ffffffffffffffffffff").json()
+    assert sorted(d["declaration_key"] for d in api["pattern_declarations"]) == sorted(keys)
+    assert api["counterpart"] is None or api["counterpart"]["declaration_key"] != keys[1]

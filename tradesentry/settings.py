@@ -74,6 +74,12 @@ class Settings:
     audit_share: float = 0.1
     audit_picks_per_night: int = 5
     max_anomalies_per_night: int = 500
+    # pattern-level anomalies (docs/configuration.md)
+    trader_patterns: bool = True
+    pattern_window_nights: int = 30
+    pattern_min_declarations: int = 8
+    pattern_max_median_z: float = -1.0
+    pattern_max_per_night: int = 20
     seed: int = 20261128
     # Detection split by HS section into this many mapped tasks (1: one detect task). Also read when
     # the DAG file is parsed (TRADESENTRY_DETECT_SHARDS), like the retry settings
@@ -195,6 +201,12 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
     try:
         if "Path" in t:
             return Path(raw)
+        if t.startswith("bool"):
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
         if t.startswith("int"):
             return int(raw)
         if t.startswith("float"):

@@ -19,7 +19,8 @@ Writes for night N (delete night N, insert: idempotent):
   tonight's mirror pairs or orphan check), score = combined;
 - ``detection.anomalies``: flagged rows (a rule fired or combined L >= ``flag_min_significance``),
   at most ``max_anomalies_per_night``, plus ``audit_picks_per_night`` random unflagged declarations
-  (seeded by the night), ranked by score.
+  (seeded by the night), plus at most ``pattern_max_per_night`` pattern-level anomalies (a trader
+  priced below its peers over a window, :mod:`tradesentry.detection.patterns`), ranked by score.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from tradesentry.detection.feedback import (
     read_outcomes,
     store_rows,
 )
+from tradesentry.detection.patterns import build_pattern_anomalies
 
 ENGINE_VERSION = "1.0"
 
@@ -70,6 +72,7 @@ FIELD_OF_KIND = {
     "hs_mismatch": "hs_code",
     "orphan_export": "consignment",
     "random_audit": "",
+    "trader_pattern": "value",
 }
 CONSIGNMENT_KINDS = {"mirror_value_mismatch", "mirror_mass_mismatch", "hs_mismatch"}
 FAMILY_KIND = {
@@ -740,6 +743,16 @@ def build_anomalies(
         if r["anomaly_id"] not in seen:
             seen.add(r["anomaly_id"])
             unique.append(r)
+    # pattern-level anomalies (night-global, capped; tradesentry.detection.patterns) are inserted by
+    # score: the declaration-level anomalies keep their scores and their order among themselves
+    patterns = build_pattern_anomalies(
+        con, ns.night, ns.bundle.peer_stats_hs6, cfg, version, ns.bundle.marts_schema
+    )
+    if patterns:
+        unique = sorted(
+            unique + [p for p in patterns if p["anomaly_id"] not in seen],
+            key=lambda r: (-r["score"], r["anomaly_id"]),
+        )
     for rank, r in enumerate(unique, start=1):
         r["rank"] = rank
     return unique
@@ -777,10 +790,12 @@ def _write(
             [ns.night, version],
         )
         con.execute("delete from detection.anomalies where night = ?", [ns.night])
-        pos = np.array([int(a["_pos"]) for a in anomalies], dtype=int)
+        # pattern-level anomalies (no _pos) have no feature row: they stay out of the feedback store
+        rowed = [a for a in anomalies if a.get("_pos") is not None]
+        pos = np.array([int(a["_pos"]) for a in rowed], dtype=int)
         X = ns.features(pos) if len(pos) else np.zeros((0, 0))
         store_rows(
-            con, ns.night, [{**a, "_pos": i} for i, a in enumerate(anomalies)], X, feature_names(ns.detectors)
+            con, ns.night, [{**a, "_pos": i} for i, a in enumerate(rowed)], X, feature_names(ns.detectors)
         )
         cols = [c.strip() for c in ANOMALY_COLUMNS.split(",")]
         insert_rows(con, "detection.anomalies", cols, [[a[c] for c in cols] for a in anomalies])

@@ -328,7 +328,10 @@ class Review:
             )
             counterpart = None
             match = None
-            if primary is not None:
+            # a pattern's declarations are all the same trader's: the counterpart, if any, is the
+            # partner's declaration of the primary declaration's own consignment (the match below)
+            pattern = a.get("level") == "pattern"
+            if primary is not None and not pattern:
                 counterpart = next(
                     (
                         d
@@ -337,6 +340,7 @@ class Review:
                     ),
                     None,
                 )
+            if primary is not None:
                 m = rows(
                     cur,
                     "select * from consignment_matches where export_key = ? or import_key = ? limit 1",
@@ -408,6 +412,13 @@ class Review:
             "counterpart": counterpart,
             "match": match,
             "declarations": decls,
+            # the declarations that make a pattern-level anomaly (trader over a window), by night
+            "pattern_declarations": sorted(
+                (d for d in decls if d.get("role") == "subject"),
+                key=lambda d: (str(d.get("night")), d["declaration_key"]),
+            )
+            if pattern
+            else [],
             "comparison": compare(primary, counterpart) if primary and counterpart else [],
             "peer_stats": stats,
             "peer_chart": charts.peer_chart(bins, stats, marker),
