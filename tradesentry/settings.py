@@ -58,9 +58,10 @@ class Settings:
     http_timeout_seconds: float = 60.0
 
     # Harmonisation
-    # DuckDB's memory cap in the dbt builds: past it DuckDB spills joins, sorts and aggregates to a
-    # temp folder next to the warehouse instead of growing (uncapped, a 5M-row night took 12.8 GB).
-    duckdb_memory_limit: str = "4GB"
+    # DuckDB's memory cap in the dbt builds ("6GB", "4096MB"); empty: DuckDB's own default, 80% of
+    # the machine's memory. Past it DuckDB spills joins, sorts and aggregates to disk, but not every
+    # operator can: at 4GB a 5M-row night's marts build ran out of memory (docs/scaling.md).
+    duckdb_memory_limit: str = ""
     cif_fob_factor: float = 1.06
     max_rate_age_days: int = 7
 

@@ -116,6 +116,8 @@ def dbt_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str,
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             "DO_NOT_TRACK": "1",
             "DBT_PARTIAL_PARSE": env.get("DBT_PARTIAL_PARSE", "true"),
+            # DuckDB takes a share too; 80% is its own default
+            "TRADESENTRY_DUCKDB_MEMORY_LIMIT": settings.duckdb_memory_limit or "80%",
         }
     )
     if settings.warehouse_engine == "postgres":
