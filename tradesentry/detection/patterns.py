@@ -107,6 +107,16 @@ def find_trader_patterns(
                 from d join _ts_pattern_peers p on p.flow = d.flow and p.hs6 = d.hs6
                 where d.trader_id is not null and d.value > 0 and d.mass > 0
                     and p.n >= {int(cfg.min_peer_group)}
+            ),
+            -- the groups that make a pattern, found before the per-group lists are built: collecting
+            -- every group's keys first took gigabytes at a million declarations a night
+            qualifying as (
+                select reporter_country, trader_id, flow, hs6
+                from z
+                group by reporter_country, trader_id, flow, hs6
+                having count(*) >= {int(cfg.pattern_min_declarations)}
+                    and median(z) <= {float(cfg.pattern_max_median_z)}
+                    and count(*) filter (where night = {_lit(night)}) > 0
             )
             select reporter_country, trader_id, flow, hs6,
                 max(trader_name) as trader_name,
@@ -127,10 +137,8 @@ def find_trader_patterns(
                     struct_pack(tn := night = {_lit(night)}, gap := exp(med) * mass - value, k := key))
                     as primary_row
             from z
+            inner join qualifying using (reporter_country, trader_id, flow, hs6)
             group by reporter_country, trader_id, flow, hs6
-            having count(*) >= {int(cfg.pattern_min_declarations)}
-                and median(z) <= {float(cfg.pattern_max_median_z)}
-                and count(*) filter (where night = {_lit(night)}) > 0
             order by reporter_country, trader_id, flow, hs6""",
         ).df()
     finally:
