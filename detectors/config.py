@@ -63,6 +63,9 @@ class DetectionConfig:
     small_lot_value_usd: float = 160.0
     small_lot_mass_ratio: float = 0.2
     small_lot_discount: float = 0.3
+    # ... and then capped at this (below flag_min_significance): however far a sample strays from its
+    # peers' prices and masses, little duty is at stake (tradesentry.detection.engine.small_lot_adjust)
+    small_lot_max_significance: float = 2.0
 
     # misclassification lead: the unit value lies within this many robust SDs of another HS6's peers
     misclass_max_z: float = 2.0

@@ -265,7 +265,7 @@ def merge_scores(
         for k, v in part.timings.items():
             timings[k] = timings.get(k, 0.0) + v
     context = frame.col("is_context", 0.0) > 0
-    sig = _combine(dets, pvals, n, config) * small_lot_factor(frame, config)
+    sig = small_lot_adjust(_combine(dets, pvals, n, config), frame, config)
     unsupervised = sig
     model = None
     if outcomes and config.feedback:
@@ -354,6 +354,18 @@ def small_lot_factor(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray
     lot = frame.col("lot_p05_kg", 0.0)
     small = (value < config.small_lot_value_usd) & (mass < config.small_lot_mass_ratio * lot)
     return np.where(small, config.small_lot_discount, 1.0)
+
+
+def small_lot_adjust(sig: np.ndarray, frame: FeatureFrame, config: DetectionConfig) -> np.ndarray:
+    """Combined significance of small lots: discounted (:func:`small_lot_factor`) and then capped at
+    ``small_lot_max_significance``. A sample or parcel strays from its peers by construction (a
+    handful of pieces at a token value: value per kg and mass per unit tens of robust SDs out), so a
+    multiplicative discount alone still ranked such lots among the strongest anomalies of the night,
+    ahead of real ones; below the duty-relief value there is little at stake whatever the deviation.
+    The cap keeps them below ``flag_min_significance`` (a firing rule still flags them, and they
+    still rank above unremarkable rows)."""
+    factor = small_lot_factor(frame, config)
+    return np.where(factor < 1.0, np.minimum(sig * factor, config.small_lot_max_significance), sig)
 
 
 def _combine(
