@@ -598,15 +598,18 @@ def _kind(
         d = _row_deviation(row)
         if d == 0.0 and finite(row.get("z_uv")):
             d = float(row["z_uv"])
-        mass_reason = _mass_suspect(row, d, cfg)
+        # on imports a unit value implausibly high for the declared code but typical of another code
+        # of the same section points at the code (a lower-duty code), not at the value. It is asked
+        # before the mass: goods of another code also come in that code's lot sizes, so a lot far
+        # lighter than the declared code's peers is what a wrong code predicts as well, while a wrong
+        # mass makes the price per kg typical of another code only by chance.
+        other = _misclassified_as(row, peers, cfg) if d > 0 and row.get("flow") == "import" else None
+        mass_reason = _mass_suspect(row, d, cfg) if other is None else None
         if mass_reason is not None:
             return "weight_mismatch", mass_reason
         if d < 0:
             return "undervaluation", None
-        other = _misclassified_as(row, peers, cfg)
-        if other is not None and row.get("flow") == "import":
-            # on imports a unit value implausibly high for the declared code but typical of another
-            # code of the same section points at the code (a lower-duty code), not at the value
+        if other is not None:
             text = (
                 f"HS code: {fmt_num(float(row['uv']))} USD/kg is implausible for HS {row.get('hs6')} "
                 f"({float(row.get('z_uv') or 0):+.1f} robust SDs) but typical of HS {other['hs6']} "
