@@ -41,6 +41,7 @@ import pandas as pd
 from detectors import build_detectors
 from detectors.base import Detector, FeatureFrame, Reason, TailModel, finite, fmt_num, significance
 from detectors.config import DetectionConfig
+from tradesentry.anomaly_ids import anomaly_id
 from tradesentry.detection.features import (
     FeatureBundle,
     build_features,
@@ -82,12 +83,6 @@ FAMILY_KIND = {
     "hs_mismatch": "hs_mismatch",
     "orphan": "orphan_export",
 }
-
-
-def anomaly_id(kind: str, declaration_keys: list[str]) -> str:
-    """First 20 hex digits of sha256(kind + "\\n" + "\\n".join(sorted(keys))): never a score or run."""
-    payload = kind + "\n" + "\n".join(sorted(declaration_keys))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
 
 
 @dataclass

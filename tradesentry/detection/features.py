@@ -98,7 +98,8 @@ class FeatureBundle:
     marts_schema: str = "marts"
 
 
-def _lit(d: date) -> str:
+def date_literal(d: date) -> str:
+    """A DuckDB DATE literal."""
     return f"DATE '{d.isoformat()}'"
 
 
@@ -131,7 +132,20 @@ WIDE_AFTER = {
 }  # fmt: skip
 
 
-def _decl_select(src: str, where: str, cif: float) -> str:
+def as_of_select(con: duckdb.DuckDBPyConnection, marts: str, select: str, where: str, night: date) -> str:
+    """``select`` (the column list, no FROM) over the declarations as of night N that match ``where``:
+    the current versions in ``fct_declarations`` plus the versions in ``fct_declaration_history``
+    replaced only after N, so that a rerun of N reads what N read (../shared/CONTRACTS.md)."""
+    src = f"{select}\n        from {marts}.fct_declarations\n        where {where}"
+    if _table_exists(con, marts, "fct_declaration_history"):
+        src += (
+            f"\nunion all\n{select}\n        from {marts}.fct_declaration_history\n"
+            f"        where {where} and replaced_by_night > {date_literal(night)}"
+        )
+    return src
+
+
+def _decl_columns(cif: float) -> str:
     return f"""
         select declaration_key as key, reporter_country, declaration_id, cast(item_no as integer) as item_no,
             night, lower(flow) as flow, hs6, coalesce(hs4, left(hs6, 4)) as hs4,
@@ -139,29 +153,21 @@ def _decl_select(src: str, where: str, cif: float) -> str:
             cast(quantity as double) as quantity, coalesce(quantity_unit, '') as qunit,
             cast(net_mass_kg as double) as mass, cast(customs_value_usd as double) as value,
             cast(coalesce(statistical_value_usd, customs_value_usd
-                / case when upper(valuation_basis) = 'CIF' then {cif} else 1.0 end) as double) as fob_value
-        from {src}
-        where {where}"""
+                / case when upper(valuation_basis) = 'CIF' then {cif} else 1.0 end) as double) as fob_value"""
 
 
 def _descriptive_select(
     con: duckdb.DuckDBPyConnection, night: date, config: DetectionConfig, keys: str, marts: str = "marts"
 ) -> str:
     """The descriptive and group columns of the declarations as of N whose key is in ``keys`` (a
-    subquery), computed as :func:`_decl_select` computes them."""
-    lo = _lit(night - timedelta(days=max(config.history_window_nights, config.transit_window_days)))
-    where = f"night between {lo} and {_lit(night)} and declaration_key in ({keys})"
+    subquery), computed as :func:`_decl_columns` computes them."""
+    lo = date_literal(night - timedelta(days=max(config.history_window_nights, config.transit_window_days)))
+    where = f"night between {lo} and {date_literal(night)} and declaration_key in ({keys})"
     cols = """select declaration_key as key, lower(flow) as flow, hs6, coalesce(hs4, left(hs6, 4)) as hs4,
             coalesce(hs2, left(hs6, 2)) as hs2, partner_country, origin_country, trader_id, trader_name,
             quantity_unit, coalesce(quantity_unit, '') as qunit, source_file,
             cast(source_line as integer) as source_line"""
-    src = f"{cols} from {marts}.fct_declarations where {where}"
-    if _table_exists(con, marts, "fct_declaration_history"):
-        src += (
-            f"\nunion all\n{cols} from {marts}.fct_declaration_history "
-            f"where {where} and replaced_by_night > {_lit(night)}"
-        )
-    return src
+    return as_of_select(con, marts, cols, where, night)
 
 
 def _stats_sql(prefix: str, cfg: DetectionConfig) -> str:
@@ -339,20 +345,14 @@ def _build_features(
     timings: dict[str, float] = {}
     W = config.history_window_nights
     T = config.transit_window_days
-    N = _lit(night)
-    h_lo = _lit(night - timedelta(days=W))
-    h_hi = _lit(night - timedelta(days=1))
-    lo = _lit(night - timedelta(days=max(W, T)))
+    N = date_literal(night)
+    h_lo = date_literal(night - timedelta(days=W))
+    h_hi = date_literal(night - timedelta(days=1))
+    lo = date_literal(night - timedelta(days=max(W, T)))
     cif = float(config.cif_fob_factor)
 
     # 1. declarations as of N, nights [lo, N]
-    src = _decl_select(f"{marts}.fct_declarations", f"night between {lo} and {N}", cif)
-    if _table_exists(con, marts, "fct_declaration_history"):
-        src += "\nunion all\n" + _decl_select(
-            f"{marts}.fct_declaration_history",
-            f"night between {lo} and {N} and replaced_by_night > {N}",
-            cif,
-        )
+    src = as_of_select(con, marts, _decl_columns(cif), f"night between {lo} and {N}", night)
     con.execute("drop view if exists _ts_decl")
     con.execute(f"""
         create or replace temp table _ts_m as
@@ -387,7 +387,7 @@ def _build_features(
         from {matches} m
         join _ts_decl e on e.key = m.export_key and e.flow = 'export'
         join _ts_decl i on i.key = m.import_key and i.flow = 'import'""")
-    export_night = _lit(night - timedelta(days=T))
+    export_night = date_literal(night - timedelta(days=T))
     con.execute(f"""
         create or replace temp table _ts_orph as
         with members as (select distinct reporter_country as c from _ts_decl),

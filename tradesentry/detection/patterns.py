@@ -33,7 +33,6 @@ ranked table, so patterns cannot crowd out declaration-level anomalies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from datetime import date, timedelta
@@ -45,22 +44,12 @@ from scipy.stats import binom
 
 from detectors.base import fmt_num
 from detectors.config import DetectionConfig
+from tradesentry.anomaly_ids import anomaly_id
+from tradesentry.detection.features import as_of_select, date_literal
 
 PATTERN_KIND = "trader_pattern"
 PATTERN_DETECTOR = "trader_pattern"
 PATTERN_VERSION = "1.0"
-
-
-def _lit(d: date) -> str:
-    return f"DATE '{d.isoformat()}'"
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    row = con.execute(
-        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-        [schema, table],
-    ).fetchall()
-    return bool(row and row[0][0])
 
 
 def window_nights(cfg: DetectionConfig) -> int:
@@ -69,18 +58,12 @@ def window_nights(cfg: DetectionConfig) -> int:
 
 
 def _decl_sql(con: duckdb.DuckDBPyConnection, night: date, cfg: DetectionConfig, marts: str) -> str:
-    lo = _lit(night - timedelta(days=window_nights(cfg) - 1))
-    where = f"night between {lo} and {_lit(night)}"
+    lo = date_literal(night - timedelta(days=window_nights(cfg) - 1))
+    where = f"night between {lo} and {date_literal(night)}"
     cols = """select declaration_key as key, reporter_country, trader_id, trader_name, night,
             lower(flow) as flow, hs6, cast(net_mass_kg as double) as mass,
             cast(customs_value_usd as double) as value, source_file, cast(source_line as integer) as source_line"""
-    src = f"{cols} from {marts}.fct_declarations where {where}"
-    if _table_exists(con, marts, "fct_declaration_history"):
-        src += (
-            f"\nunion all\n{cols} from {marts}.fct_declaration_history "
-            f"where {where} and replaced_by_night > {_lit(night)}"
-        )
-    return src
+    return as_of_select(con, marts, cols, where, night)
 
 
 def find_trader_patterns(
@@ -116,13 +99,13 @@ def find_trader_patterns(
                 group by reporter_country, trader_id, flow, hs6
                 having count(*) >= {int(cfg.pattern_min_declarations)}
                     and median(z) <= {float(cfg.pattern_max_median_z)}
-                    and count(*) filter (where night = {_lit(night)}) > 0
+                    and count(*) filter (where night = {date_literal(night)}) > 0
             )
             select reporter_country, trader_id, flow, hs6,
                 max(trader_name) as trader_name,
                 count(*) as n,
                 count(*) filter (where l_uv < med) as below,
-                count(*) filter (where night = {_lit(night)}) as tonight,
+                count(*) filter (where night = {date_literal(night)}) as tonight,
                 count(distinct night) as nights,
                 median(z) as median_z,
                 exp(median(l_uv)) as median_uv,
@@ -134,7 +117,7 @@ def find_trader_patterns(
                 sum(value) as value,
                 list(key order by key) as keys,
                 arg_max(struct_pack(k := key, f := source_file, l := source_line),
-                    struct_pack(tn := night = {_lit(night)}, gap := exp(med) * mass - value, k := key))
+                    struct_pack(tn := night = {date_literal(night)}, gap := exp(med) * mass - value, k := key))
                     as primary_row
             from z
             inner join qualifying using (reporter_country, trader_id, flow, hs6)
@@ -189,12 +172,6 @@ def pattern_reasons(r: dict[str, Any], cfg: DetectionConfig, p_value: float) -> 
     return [first, second, third]
 
 
-def _anomaly_id(kind: str, keys: list[str]) -> str:
-    # the same hash as tradesentry.detection.engine.anomaly_id (not imported: engine imports this module)
-    payload = kind + "\n" + "\n".join(sorted(keys))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
-
-
 def build_pattern_anomalies(
     con: duckdb.DuckDBPyConnection,
     night: date,
@@ -220,7 +197,7 @@ def build_pattern_anomalies(
         primary = r["primary_row"]  # tonight's declaration with the largest shortfall
         out.append(
             {
-                "anomaly_id": _anomaly_id(PATTERN_KIND, keys),
+                "anomaly_id": anomaly_id(PATTERN_KIND, keys),
                 "night": night,
                 "kind": PATTERN_KIND,
                 "level": "pattern",

@@ -9,7 +9,6 @@ carries a hostile name to prove the app escapes feed strings.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -17,6 +16,8 @@ import random
 from pathlib import Path
 
 import duckdb
+
+from tradesentry.anomaly_ids import anomaly_id
 
 HOSTILE_TRADER = "<script>alert(1)</script>"
 
@@ -113,11 +114,6 @@ TRADERS = [
 ]
 KINDS_DECL = ["unit_value_low", "unit_value_high"]
 KINDS_CONS = ["mirror_value_gap", "hs_mismatch", "mirror_mass_gap"]
-
-
-def anomaly_id(kind: str, declaration_keys: list[str]) -> str:
-    text = kind + "\n" + "\n".join(sorted(declaration_keys))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
 def _decl(
