@@ -18,15 +18,24 @@
     {{ return(adapter.dispatch('ts_try_number', 'tradesentry')(col, decimal, thousands)) }}
 {%- endmacro %}
 
-{% macro default__ts_try_number(col, decimal, thousands) -%}
+{#- The text of a number with the thousands separator taken out and '.' as the decimal mark
+    (the same SQL on both engines). -#}
+{% macro ts_number_text(col, decimal, thousands) -%}
     {%- set txt -%}
         {%- if thousands -%}replace(trim({{ col }}), '{{ thousands }}', ''){%- else -%}trim({{ col }}){%- endif -%}
     {%- endset -%}
-    {%- set normalised -%}
-        {%- if decimal == ',' -%}replace({{ txt }}, ',', '.'){%- else -%}{{ txt }}{%- endif -%}
-    {%- endset -%}
+    {%- if decimal == ',' -%}replace({{ txt }}, ',', '.'){%- else -%}{{ txt }}{%- endif -%}
+{%- endmacro %}
+
+{#- What ts_number_text must match in full to be a number. -#}
+{% macro ts_number_pattern() -%}
+    [+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)
+{%- endmacro %}
+
+{% macro default__ts_try_number(col, decimal, thousands) -%}
+    {%- set normalised = ts_number_text(col, decimal, thousands) -%}
     case
-        when regexp_full_match({{ normalised }}, '[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)')
+        when regexp_full_match({{ normalised }}, '{{ ts_number_pattern() }}')
             then try_cast({{ normalised }} as double)
     end
 {%- endmacro %}
@@ -34,14 +43,9 @@
 {#- No try_cast on PostgreSQL: the pattern guarantees the cast succeeds, except past double's range
     (over 300 digits: NULL here where DuckDB gives inf). -#}
 {% macro postgres__ts_try_number(col, decimal, thousands) -%}
-    {%- set txt -%}
-        {%- if thousands -%}replace(trim({{ col }}), '{{ thousands }}', ''){%- else -%}trim({{ col }}){%- endif -%}
-    {%- endset -%}
-    {%- set normalised -%}
-        {%- if decimal == ',' -%}replace({{ txt }}, ',', '.'){%- else -%}{{ txt }}{%- endif -%}
-    {%- endset -%}
+    {%- set normalised = ts_number_text(col, decimal, thousands) -%}
     case
-        when {{ normalised }} ~ '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$' and length({{ normalised }}) <= 300
+        when {{ normalised }} ~ '^{{ ts_number_pattern() }}$' and length({{ normalised }}) <= 300
             then cast({{ normalised }} as double precision)
     end
 {%- endmacro %}
