@@ -53,7 +53,8 @@ class DetectionConfig:
     mirror_blame_z: float = 3.0
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
-    # than orphan_max_share of that night's exports (then a feed is late or held: p = that share)
+    # than orphan_max_share of that night's other export declarations, two at least (then a feed is
+    # late or held: p = that share)
     orphan_significance: float = 6.0
     orphan_max_share: float = 0.2
 

@@ -178,7 +178,7 @@ class HsMismatch:
 
 class OrphanExport:
     name: ClassVar[str] = "orphan_export"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "1.1"
     family: ClassVar[str] = "orphan"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "orphan_export"
@@ -194,11 +194,13 @@ class OrphanExport:
         orphan = night.col("is_orphan", 0.0) > 0
         n = night.col("orphan_dest_exports", 1.0)
         k = night.col("orphan_dest_orphans", 1.0)
-        # share of orphans among the OTHER exports to that member that night: a lone orphan keeps
-        # its full weight; when a member's feed is late or held, all its exports are orphans
+        # share of orphans among the OTHER export declarations to that member that night: a lone
+        # orphan keeps its full weight; when a member's feed is late or held, all its exports are
+        # orphans. One other orphan is as likely another phantom as a feed problem (small members
+        # send a handful of exports a night): a feed problem takes at least two
         share = np.where(n > 1, (k - 1.0) / np.maximum(n - 1.0, 1.0), 0.0)
         sig = np.where(
-            share <= self.config.orphan_max_share,
+            (share <= self.config.orphan_max_share) | (k < 3),
             self.config.orphan_significance,
             -np.log10(np.clip(share, 1e-12, 1.0)),
         )

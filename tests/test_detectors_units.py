@@ -116,6 +116,17 @@ def test_orphan_export_lone_vs_held_feed():
     assert det.tail_p(s)[0] == 1e-4
 
 
+def test_orphan_export_one_other_orphan_is_not_a_held_feed():
+    # a small destination (5 export declarations that night), two phantoms: one other orphan is
+    # as likely another phantom as a feed problem; three of five are a feed problem
+    det = OrphanExport(DetectionConfig(orphan_significance=4.0, orphan_max_share=0.2))
+    df = pd.DataFrame(
+        {"is_orphan": [1, 1], "orphan_dest_exports": [5, 5], "orphan_dest_orphans": [2, 3]}
+    )
+    s = det.score(FeatureFrame(df))
+    assert s[0] == 4.0 and 0.0 < s[1] < 1.0
+
+
 def test_registry_builds_the_configured_detectors():
     dets = build_detectors(DetectionConfig(detectors=("peer_price", "orphan_export")))
     assert [d.name for d in dets] == ["peer_price", "orphan_export"]

@@ -392,17 +392,25 @@ def _build_features(
         create or replace temp table _ts_orph as
         with members as (select distinct reporter_country as c from _ts_decl),
         ex as (
-            select d.key, d.partner_country,
+            select d.key, d.partner_country, d.reporter_country, d.declaration_id,
                 d.key not in (select export_key from _ts_pairs) as is_orphan
             from _ts_decl d
             where d.flow = 'export' and d.night = {export_night}
               and d.partner_country in (select c from members)
               and d.partner_country <> d.reporter_country
+        ),
+        -- counted by declaration (one consignment), not by item: the items of one phantom
+        -- declaration are not other exports the destination failed to match
+        dc as (
+            select partner_country, reporter_country, declaration_id, max(is_orphan::int) as orphan
+            from ex group by all
+        ),
+        dest as (
+            select partner_country, count(*) as n, sum(orphan) as k from dc group by all
         )
-        select key, is_orphan::int as is_orphan,
-            count(*) over (partition by partner_country) as orphan_dest_exports,
-            sum(is_orphan::int) over (partition by partner_country) as orphan_dest_orphans
-        from ex""")
+        select ex.key, ex.is_orphan::int as is_orphan,
+            dest.n as orphan_dest_exports, dest.k as orphan_dest_orphans
+        from ex join dest using (partner_country)""")
     need_history = bool(set(config.detectors) & MODEL_DETECTORS)
     con.execute(f"""
         create or replace temp table _ts_keys as
