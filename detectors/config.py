@@ -33,6 +33,10 @@ class DetectionConfig:
     )
     cif_fob_factor: float = 1.06
 
+    # the peer-price score measures a row from its trader's own price level (median deviation of the
+    # trader's history declarations from their peers), shrunk by n / (n + trader_price_prior)
+    trader_price_prior: float = 10.0
+
     # peer-price rule (EU "lowest acceptable price": 50% of the cleaned median)
     low_price_ratio: float = 0.5
     high_price_multiple: float = 3.0

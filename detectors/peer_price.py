@@ -28,28 +28,40 @@ from detectors.base import (
 from detectors.config import DetectionConfig
 
 
-def price_deviation(frame: FeatureFrame) -> np.ndarray:
+def trader_level(frame: FeatureFrame, prior: float) -> np.ndarray:
+    """The declaring trader's own price level (median log deviation of its history declarations from
+    their peers), shrunk toward 0 by its number of declarations n: level x n / (n + ``prior``)."""
+    n = frame.col("trader_price_n", 0.0)
+    level = frame.col("trader_price_level", 0.0)
+    return np.where(n > 0, level * n / (n + max(prior, 0.0)), 0.0)
+
+
+def price_deviation(frame: FeatureFrame, trader_prior: float | None = None) -> np.ndarray:
     """Log deviation of the declared value from the cleaned peer median: per supplementary unit where
-    a quantity is declared (a manipulated mass leaves it alone), else per kg."""
+    a quantity is declared (a manipulated mass leaves it alone), else per kg. With ``trader_prior``,
+    measured from the declaring trader's own level (:func:`trader_level`) rather than the market's."""
     d_uv = frame.col("l_uv") - frame.col("uv_med")
     d_vq = frame.col("l_vq") - frame.col("vq_med")
     out = np.where(np.isfinite(d_vq), d_vq, d_uv)
-    return np.where(np.isfinite(out), out, 0.0)
+    out = np.where(np.isfinite(out), out, 0.0)
+    if trader_prior is None:
+        return out
+    return np.where(out != 0.0, out - trader_level(frame, trader_prior), 0.0)
 
 
-def price_z(frame: FeatureFrame, floor: float) -> np.ndarray:
+def price_z(frame: FeatureFrame, floor: float, trader_prior: float | None = None) -> np.ndarray:
     """The same deviation in robust SDs of the peer group (per unit where declared, else per kg)."""
     d_vq = frame.col("l_vq") - frame.col("vq_med")
     has_q = np.isfinite(d_vq)
     vq_spread = count_spread(frame, np.maximum(frame.col("vq_spread", floor), floor))
     spread = np.where(has_q, vq_spread, frame.col("uv_spread", floor))
     spread = np.maximum(np.where(np.isfinite(spread), spread, floor), floor)
-    return price_deviation(frame) / spread
+    return price_deviation(frame, trader_prior) / spread
 
 
 class PeerPriceRule:
     name: ClassVar[str] = "peer_price"
-    version: ClassVar[str] = "2.0"
+    version: ClassVar[str] = "2.1"
     family: ClassVar[str] = "value"
     scope: ClassVar[str] = "night"
 
@@ -65,7 +77,7 @@ class PeerPriceRule:
 
     def score(self, night: FeatureFrame) -> np.ndarray:
         """|robust z| of the declared value against the peers (per unit where declared, else per kg)."""
-        return np.abs(price_z(night, self.config.spread_floor))
+        return np.abs(price_z(night, self.config.spread_floor, self.config.trader_price_prior))
 
     def tail_p(self, scores: np.ndarray) -> np.ndarray:
         return normal_tail_p(scores)

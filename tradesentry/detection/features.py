@@ -66,6 +66,7 @@ TEMP_TABLES = (
     "_ts_orph",
     "_ts_subj",
     "_ts_lot",
+    "_ts_trader",
 )
 SHARD_COLUMN = "hs_chapter"  # in _ts_subj: the first two HS digits, the key of a sharded run
 MODEL_DETECTORS = {"iforest", "ecod_tail"}  # detectors fitted on the history rows' features
@@ -76,6 +77,7 @@ SUBJECT_COLUMNS = (
     "volume_jump", "price_shift", "quantity", "mass", "value", "blame_value", "blame_mass", "blame_hs",
     "pair_lr_value", "pair_lr_mass", "pair_hs_mismatch", "pair_z_value", "pair_z_mass", "is_orphan",
     "orphan_dest_exports", "orphan_dest_orphans", "lot_p05_kg", "z_lot_mass", "z_lot_value",
+    "trader_price_n", "trader_price_level",
 )  # fmt: skip
 HISTORY_COLUMNS = {
     "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
@@ -562,6 +564,20 @@ def _build_features(
             median(ln(value)) filter (where value > 0) as lot_value_med,
             greatest(1.4826 * mad(ln(value)) filter (where value > 0), 0.1) as lot_value_spread
         from _ts_m where is_hist and mass > 0 group by all""")
+    # the trader's own price level: median log deviation of its history declarations from their HS6
+    # peers' cleaned median (rows further than clean_k spreads left out, as the cleaned median
+    # leaves them out), per declaring trader; a trader's prices sit consistently above or below the
+    # market, and a row typical of its trader's level is less remarkable
+    mp, ck = config.min_peer_group, config.clean_k
+    con.execute(f"""
+        create or replace temp table _ts_trader as
+        select m.reporter_country, m.trader_id, count(*) as trader_price_n,
+            median(m.l_uv - s.med) as trader_price_level
+        from _ts_m m
+        join _ts_st_uv s on s.level = 'hs6' and s.flow = m.flow and s.grp = m.hs6 and s.qunit = ''
+        where m.is_hist and m.trader_id is not null and m.l_uv is not null and s.n >= {mp}
+            and abs(m.l_uv - s.med) <= {ck} * s.spread
+        group by all""")
     timings["lot"] = time.perf_counter() - t
     # tonight's table: the route and trader statistics (the view _ts_f) are computed here
     t = time.perf_counter()
@@ -574,9 +590,11 @@ def _build_features(
             (ln(f.mass) - lot.lot_mass_med) / lot.lot_mass_spread as z_lot_mass,
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
             exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd,
+            tp.trader_price_n, tp.trader_price_level,
             try_cast(left(f.hs6, 2) as integer) as {SHARD_COLUMN}
         from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
+        left join _ts_trader tp on tp.reporter_country = f.reporter_country and tp.trader_id = f.trader_id
         left join _ts_mirror mi on mi.key = f.key
         left join _ts_orph oo on oo.key = f.key and oo.is_orphan = 1
         left join _ts_st_uv pst on pst.level = 'hs6' and pst.flow = f.flow
