@@ -6,13 +6,14 @@ from detectors.base import Detector, FeatureFrame, Reason, TailModel, significan
 from detectors.config import DEFAULT_DETECTORS, DetectionConfig
 from detectors.mirror import HsMismatch, MirrorMass, MirrorValue, OrphanExport
 from detectors.models import ECODTail, IForestPeer
-from detectors.peer_price import PeerPriceRule
+from detectors.peer_price import MisclassLot, PeerPriceRule
 from detectors.weight import WeightRule
 
 REGISTRY: dict[str, type] = {
     cls.name: cls
     for cls in (
         PeerPriceRule,
+        MisclassLot,
         IForestPeer,
         ECODTail,
         WeightRule,

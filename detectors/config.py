@@ -9,6 +9,7 @@ from typing import Any
 # labelled samples they lowered average precision (benchmarks/evaluation.md, docs in detectors/models.py)
 DEFAULT_DETECTORS: tuple[str, ...] = (
     "peer_price",
+    "misclass_lot",
     "weight",
     "mirror_value",
     "mirror_mass",
@@ -74,6 +75,12 @@ class DetectionConfig:
 
     # misclassification lead: the unit value lies within this many robust SDs of another HS6's peers
     misclass_max_z: float = 2.0
+    # ... and its lot evidence (log10 likelihood ratio of the net mass, tradesentry.detection.features)
+    # adds at most this to the peer price's significance (detectors.peer_price.MisclassLot)
+    misclass_lot_max: float = 1.5
+    # explanations name the HS code of a dear export only when its lot is this much likelier (log10)
+    # among the other code's lots (imports: whenever the price is typical of another code)
+    misclass_lot_lead: float = 1.0
     # without a quantity, the mass is named the suspect of a price gap when it strays this many robust
     # SDs further from the peers' lot sizes than the value does
     mass_suspect_margin: float = 1.5

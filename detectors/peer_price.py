@@ -24,6 +24,7 @@ from detectors.base import (
     fmt_ratio,
     normal_tail_p,
     peer_label,
+    significance,
 )
 from detectors.config import DetectionConfig
 
@@ -116,3 +117,45 @@ class PeerPriceRule:
         elif ratio > self.config.high_price_multiple:
             text += f"; above {fmt_num(self.config.high_price_multiple)}x the peer median"
         return [Reason(text, "value", float(row.get(f"L_{self.name}", 0.0)), self.name)]
+
+
+class MisclassLot:
+    """Misclassification lead (family ``value``, counted with the peer price by the strongest): a row
+    priced above its HS6 peers and typical of a dearer HS6 of the same section and flow, whose net
+    mass is likelier among that code's lots than among the declared code's (``misclass_lot_llr``,
+    log10 of the ratio of the lots' empirical tail probabilities, :mod:`tradesentry.detection.features`).
+    Its significance is the peer price's plus that evidence, capped at ``misclass_lot_max``: the price
+    alone cannot tell goods of a dearer code from dear goods of the declared one, their lot sizes can."""
+
+    name: ClassVar[str] = "misclass_lot"
+    version: ClassVar[str] = "1.0"
+    family: ClassVar[str] = "value"
+    scope: ClassVar[str] = "night"
+
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config or DetectionConfig()
+        self.history_scores_ = np.zeros(0)
+
+    def fit(self, history: FeatureFrame) -> MisclassLot:
+        return self
+
+    def score(self, night: FeatureFrame) -> np.ndarray:
+        """-log10 p of the peer price plus the lot evidence (0 without a lead)."""
+        llr = night.col("misclass_lot_llr", 0.0)
+        ev = np.clip(llr, 0.0, max(self.config.misclass_lot_max, 0.0))
+        z = price_z(night, self.config.spread_floor, self.config.trader_price_prior)
+        return np.where((ev > 0) & (z > 0), significance(normal_tail_p(z)) + ev, 0.0)
+
+    def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        return np.power(10.0, -np.asarray(scores, dtype="float64"))
+
+    def explain(self, row: Mapping[str, Any]) -> list[Reason]:
+        llr = row.get("misclass_lot_llr")
+        if not finite(llr) or float(llr) <= 0 or not row.get("misclass_hs6") or not finite(row.get("mass")):
+            return []
+        text = (
+            f"HS code: {fmt_num(float(row.get('uv') or float('nan')))} USD/kg is typical of HS "
+            f"{row.get('misclass_hs6')} {row.get('flow')} peers, and a lot of {fmt_num(float(row['mass']))} kg "
+            f"is {fmt_ratio(10.0 ** float(llr))} likelier among their lots than among HS {row.get('hs6')}'s"
+        )
+        return [Reason(text, "hs_code", float(row.get(f"L_{self.name}", 0.0)), self.name)]

@@ -598,7 +598,16 @@ def _kind(
         # before the mass: goods of another code also come in that code's lot sizes, so a lot far
         # lighter than the declared code's peers is what a wrong code predicts as well, while a wrong
         # mass makes the price per kg typical of another code only by chance.
-        other = _misclassified_as(row, peers, cfg) if d > 0 and row.get("flow") == "import" else None
+        # Exports too when the lot size speaks strongly for the other code as well (the lot evidence
+        # of detectors.peer_price.MisclassLot): a dear export alone is more often overvalued.
+        lot_lead = (
+            finite(row.get("misclass_lot_llr")) and float(row["misclass_lot_llr"]) > cfg.misclass_lot_lead
+        )
+        other = (
+            _misclassified_as(row, peers, cfg)
+            if d > 0 and (row.get("flow") == "import" or lot_lead)
+            else None
+        )
         mass_reason = _mass_suspect(row, d, cfg) if other is None else None
         if mass_reason is not None:
             return "weight_mismatch", mass_reason

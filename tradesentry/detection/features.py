@@ -67,6 +67,7 @@ TEMP_TABLES = (
     "_ts_subj",
     "_ts_lot",
     "_ts_trader",
+    "_ts_misc",
 )
 SHARD_COLUMN = "hs_chapter"  # in _ts_subj: the first two HS digits, the key of a sharded run
 MODEL_DETECTORS = {"iforest", "ecod_tail"}  # detectors fitted on the history rows' features
@@ -77,7 +78,7 @@ SUBJECT_COLUMNS = (
     "volume_jump", "price_shift", "quantity", "mass", "value", "blame_value", "blame_mass", "blame_hs",
     "pair_lr_value", "pair_lr_mass", "pair_hs_mismatch", "pair_z_value", "pair_z_mass", "is_orphan",
     "orphan_dest_exports", "orphan_dest_orphans", "lot_p05_kg", "z_lot_mass", "z_lot_value",
-    "trader_price_n", "trader_price_level",
+    "trader_price_n", "trader_price_level", "misclass_lot_llr",
 )  # fmt: skip
 HISTORY_COLUMNS = {
     "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
@@ -289,6 +290,21 @@ def _pick_sql(prefix: str, cfg: DetectionConfig, src: str = "m", with_z: bool = 
         ({expr} - {pick(f"{a6}.med", f"{a4}.med", f"{a2}.med")})
             / {pick(f"{a6}.spread", f"{a4}.spread", f"{a2}.spread")} as z_{prefix}"""
     return cols, joins
+
+
+# HS sections (chapter ranges): goods are misdeclared under a code of the same kind of goods
+HS_SECTIONS = (
+    (1, 5), (6, 14), (15, 15), (16, 24), (25, 27), (28, 38), (39, 40), (41, 43), (44, 46), (47, 49),
+    (50, 63), (64, 67), (68, 70), (71, 71), (72, 83), (84, 85), (86, 89), (90, 92), (93, 93),
+    (94, 96), (97, 97),
+)  # fmt: skip
+
+
+def section_sql(hs6: str) -> str:
+    """The HS section index (:data:`HS_SECTIONS`) of an HS6 column, in SQL (-1: no valid chapter)."""
+    ch = f"try_cast(left({hs6}, 2) as integer)"
+    whens = " ".join(f"when {ch} between {lo} and {hi} then {i}" for i, (lo, hi) in enumerate(HS_SECTIONS))
+    return f"(case {whens} else -1 end)"
 
 
 GROUP_KEY = ("flow", "hs6", "hs4", "hs2", "qunit")  # all the choice of peers depends on
@@ -578,6 +594,48 @@ def _build_features(
         where m.is_hist and m.trader_id is not null and m.l_uv is not null and s.n >= {mp}
             and abs(m.l_uv - s.med) <= {ck} * s.spread
         group by all""")
+    # misclassification lead: tonight's rows priced above their HS6 peers' median and typical
+    # (within misclass_max_z robust SDs) of another HS6 of the same HS section and flow whose peers
+    # price higher; goods declared under another code come in their own code's lot sizes, so the
+    # evidence is how much likelier the row's net mass is among that code's lots than among the
+    # declared code's: log10 of the ratio of the two empirical two-sided tail probabilities of
+    # ln(mass) in the history (best alternative code kept)
+    mz = config.misclass_max_z
+    con.execute(f"""
+        create or replace temp table _ts_misc as
+        with subj as (
+            select f.key, f.flow, f.hs6, f.l_uv, ln(f.mass) as lm, own.med as own_med
+            from _ts_f f
+            join _ts_st_uv own on own.level = 'hs6' and own.flow = f.flow and own.grp = f.hs6
+                and own.qunit = '' and own.n >= {mp}
+            where f.night = {N} and f.mass > 0 and f.l_uv > own.med
+        ),
+        cand as (
+            select s.key, s.flow, s.hs6, s.lm, a.grp as alt
+            from subj s
+            join _ts_st_uv a on a.level = 'hs6' and a.flow = s.flow and a.qunit = '' and a.n >= {mp}
+                and a.grp <> s.hs6 and a.med > s.own_med and abs(s.l_uv - a.med) <= {mz} * a.spread
+                and {section_sql("a.grp")} = {section_sql("s.hs6")}
+        ),
+        codes as (
+            select distinct key, flow, lm, hs6 as code from cand
+            union select distinct key, flow, lm, alt as code from cand
+        ),
+        tails as (
+            select c.key, c.code,
+                least(1.0, 2.0 * least(
+                    (count(*) filter (where ln(h.mass) <= c.lm) + 1.0) / (count(*) + 1.0),
+                    (count(*) filter (where ln(h.mass) >= c.lm) + 1.0) / (count(*) + 1.0))) as p
+            from codes c
+            join _ts_m h on h.is_hist and h.flow = c.flow and h.hs6 = c.code and h.mass > 0
+            group by all
+        )
+        select c.key, max(log10(ta.p / td.p)) as misclass_lot_llr,
+            first(c.alt order by log10(ta.p / td.p) desc, c.alt) as misclass_hs6
+        from cand c
+        join tails td on td.key = c.key and td.code = c.hs6
+        join tails ta on ta.key = c.key and ta.code = c.alt
+        group by c.key""")
     timings["lot"] = time.perf_counter() - t
     # tonight's table: the route and trader statistics (the view _ts_f) are computed here
     t = time.perf_counter()
@@ -590,10 +648,11 @@ def _build_features(
             (ln(f.mass) - lot.lot_mass_med) / lot.lot_mass_spread as z_lot_mass,
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
             exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd,
-            tp.trader_price_n, tp.trader_price_level,
+            tp.trader_price_n, tp.trader_price_level, mc.misclass_lot_llr, mc.misclass_hs6,
             try_cast(left(f.hs6, 2) as integer) as {SHARD_COLUMN}
         from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
+        left join _ts_misc mc on mc.key = f.key
         left join _ts_trader tp on tp.reporter_country = f.reporter_country and tp.trader_id = f.trader_id
         left join _ts_mirror mi on mi.key = f.key
         left join _ts_orph oo on oo.key = f.key and oo.is_orphan = 1
