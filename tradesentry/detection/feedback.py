@@ -7,10 +7,12 @@ scored, the decisions of the review store (``Store.reviewed_outcomes()``: anomal
 dismissed) on anomalies of the history window [N - W, N - 1] label those vectors, and a seeded
 gradient-boosted classifier learns P(confirmed | features). Every row of night N then gets
 
-    significance' = significance + weight * clip(logit(P), -6, 6),  weight = min(1, labels / ramp)
+    significance' = significance + weight * clip(logit(P) - logit(share confirmed), -6, 6),
+    weight = min(1, labels / ramp) x skill
 
 so a few decisions nudge the unsupervised ranking and many decisions move it; the unsupervised
-evidence never disappears. Nothing is learned until both outcomes have at least ``min_each`` labels.
+evidence never disappears. ``skill`` is the classifier's out-of-fold gain over the unsupervised
+significance in ranking the labelled rows (0: no better, the ranking is left alone; 1: perfect). Nothing is learned until both outcomes have at least ``min_each`` labels.
 Random audit picks stay in every night's table (``audit_share`` of the reviews in the evaluation's
 simulation, and at least ``audit_picks_per_night`` rows), so the labels are not only what the
 ranking already flags.
@@ -147,13 +149,15 @@ class FeedbackModel:
     confirmed: int
     weight: float
     digest: str
+    prior: float = 0.0  # logit of the labels' confirmed share: the learned term is relative to it
+    skill: float = 1.0  # out-of-fold skill over the unsupervised significance (_cv_skill)
 
     def adjust(self, X: np.ndarray, sig: np.ndarray) -> np.ndarray:
-        if len(X) == 0:
+        if len(X) == 0 or self.weight <= 0:
             return sig
         q = self.model.predict_proba(X)[:, 1]
         q = np.clip(q, 1e-6, 1 - 1e-6)
-        logit = np.clip(np.log(q / (1 - q)), -6.0, 6.0)
+        logit = np.clip(np.log(q / (1 - q)) - self.prior, -6.0, 6.0)
         return np.maximum(sig + self.weight * logit, 0.0)
 
     def describe(self) -> dict[str, Any]:
@@ -161,6 +165,7 @@ class FeedbackModel:
             "labels": self.labels,
             "confirmed": self.confirmed,
             "weight": round(self.weight, 3),
+            "skill": round(self.skill, 3),
             "digest": self.digest,
         }
 
@@ -210,7 +215,32 @@ def fit_feedback(
         early_stopping=False,
         random_state=config.seed,
     )
+    skill = _cv_skill(model, X, y, names, config.seed)
     model.fit(X, y)
     digest = hashlib.sha256("\n".join(f"{a}={o}" for a, o, _ in rows).encode()).hexdigest()[:12]
-    weight = min(1.0, n / float(config.feedback_ramp)) * config.feedback_weight
-    return FeedbackModel(model, list(names), n, n_pos, weight, digest)
+    weight = min(1.0, n / float(config.feedback_ramp)) * config.feedback_weight * skill
+    prior = float(np.log(n_pos / (n - n_pos)))
+    return FeedbackModel(model, list(names), n, n_pos, weight, digest, prior, skill)
+
+
+def _cv_skill(model: Any, X: np.ndarray, y: np.ndarray, names: list[str], seed: int) -> float:
+    """How much better the classifier ranks the labelled rows than the unsupervised significance
+    does, out of fold (5 seeded stratified folds): (AUC_model - AUC_unsupervised) / (1 -
+    AUC_unsupervised), clipped to [0, 1]. The learned term is weighted by it, so a classifier that
+    cannot beat the ranking it would adjust (few labels, labels only from the top of the queues)
+    shrinks toward the unsupervised rank instead of reshuffling it."""
+    from sklearn.base import clone
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(5, int(y.sum()), int(len(y) - y.sum()))
+    if folds < 2 or "L_combined" not in names:
+        return 0.0
+    oof = np.zeros(len(y))
+    for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y):
+        oof[test] = clone(model).fit(X[train], y[train]).predict_proba(X[test])[:, 1]
+    auc_model = float(roc_auc_score(y, oof))
+    auc_base = float(roc_auc_score(y, X[:, names.index("L_combined")]))
+    if auc_base >= 1.0:
+        return 0.0
+    return float(np.clip((auc_model - auc_base) / (1.0 - auc_base), 0.0, 1.0))
