@@ -150,12 +150,14 @@ class MisclassLot:
         return np.power(10.0, -np.asarray(scores, dtype="float64"))
 
     def explain(self, row: Mapping[str, Any]) -> list[Reason]:
-        llr = row.get("misclass_lot_llr")
-        if not finite(llr) or float(llr) <= 0 or not row.get("misclass_hs6") or not finite(row.get("mass")):
+        if not finite(row.get("misclass_lot_llr")) or not row.get("misclass_hs6") or not finite(row.get("mass")):
+            return []
+        llr = float(row.get("misclass_lot_llr") or 0.0)
+        if llr <= 0:
             return []
         text = (
             f"HS code: {fmt_num(float(row.get('uv') or float('nan')))} USD/kg is typical of HS "
-            f"{row.get('misclass_hs6')} {row.get('flow')} peers, and a lot of {fmt_num(float(row['mass']))} kg "
-            f"is {fmt_ratio(10.0 ** float(llr))} likelier among their lots than among HS {row.get('hs6')}'s"
+            f"{row.get('misclass_hs6')} {row.get('flow')} peers, and a lot of {fmt_num(float(row.get('mass') or 0.0))} kg "
+            f"is {fmt_ratio(10.0**llr)} likelier among their lots than among HS {row.get('hs6')}'s"
         )
         return [Reason(text, "hs_code", float(row.get(f"L_{self.name}", 0.0)), self.name)]
