@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from tradesentry.review.cli import register as register_review
     except ImportError:  # the review app is optional for the pipeline
-        register_review = None
-    if register_review is not None:
+        pass
+    else:
         register_review(sub)
     from tradesentry.evaluation.cli import register as register_evaluation
 

@@ -443,7 +443,7 @@ def _dbt_dry_run(
     import inspect
 
     # In a child process when the runner offers it: dbt's in-process logging would flood the report.
-    quiet = {"in_process": False} if "in_process" in inspect.signature(run_dbt).parameters else {}
+    quiet: dict[str, Any] = {"in_process": False} if "in_process" in inspect.signature(run_dbt).parameters else {}
     try:
         run_dbt(["seed"], tmp_settings, **quiet)
         run_dbt(["run", "--exclude", "marts"], tmp_settings, **quiet)

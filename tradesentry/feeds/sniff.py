@@ -228,9 +228,9 @@ def sniff_numbers(values: list[str]) -> tuple[Guess, Guess]:
     for v in numeric:
         dots, commas = v.count("."), v.count(",")
         if dots and commas and re.fullmatch(r"[-+]?\d{1,3}([.,' ]\d{3})*[.,]\d+", v):
-            dec = "." if v.rfind(".") > v.rfind(",") else ","
-            votes[dec] += 1
-            thousands["," if dec == "." else "."] += 1
+            dec_char = "." if v.rfind(".") > v.rfind(",") else ","
+            votes[dec_char] += 1
+            thousands["," if dec_char == "." else "."] += 1
         elif commas == 1 and not re.fullmatch(r"[-+]?\d{1,3},\d{3}", v):
             votes[","] += 1
         elif dots == 1 and not re.fullmatch(r"[-+]?\d{1,3}\.\d{3}", v):
@@ -331,7 +331,11 @@ def sniff_format(path: Path) -> Sniffed:
     gutters = _gutter_count(lines)
     # Columns of spaces shared by every line, many more than the fields a delimiter gives: the
     # "delimiter" is a character inside values (a decimal comma) of a fixed-width file.
-    mode = int(re.search(r"into (\d+) fields", delim.why).group(1)) if delim.value is not None else 0
+    mode = 0
+    if delim.value is not None:
+        found = re.search(r"into (\d+) fields", delim.why)
+        assert found is not None  # sniff_delimiter's reason always names the field count when it finds one
+        mode = int(found.group(1))
     if delim.value is None or (gutters >= 3 and gutters + 1 > 2 * mode):
         g["kind"] = Guess("fixed_width", "medium" if gutters >= 3 else "low", f"no delimiter; {gutters} columns of spaces line up in every line")
         out.format["kind"] = "fixed_width"
@@ -618,12 +622,12 @@ def propose_mapping(
     columns: dict[str, str] = {}
     guesses: dict[str, Guess] = {}
     used: set[str] = set()
-    for score, _, f, col, why in candidates:
-        if f in columns or col in used or score < 0.5:
+    for score, _, f, col_name, why in candidates:
+        if f in columns or col_name in used or score < 0.5:
             continue
-        columns[f] = col
-        used.add(col)
-        guesses[f] = Guess(col, "high" if score >= 0.85 else "medium" if score >= 0.65 else "low", why)
+        columns[f] = col_name
+        used.add(col_name)
+        guesses[f] = Guess(col_name, "high" if score >= 0.85 else "medium" if score >= 0.65 else "low", why)
     ordered = {f: columns[f] for f in NAME_HINTS if f in columns}
     return Mapping(ordered, guesses, [c.name for c in facts if c.name not in used])
 

@@ -141,6 +141,10 @@ class FormatSpec(_Strict):
         return self
 
 
+def _default_valuation() -> dict[Literal["import", "export"], Literal["CIF", "FOB"]]:
+    return {"import": "CIF", "export": "FOB"}
+
+
 class ConventionsSpec(_Strict):
     """Code conventions that hold for the whole feed unless a column overrides them per row."""
 
@@ -152,7 +156,7 @@ class ConventionsSpec(_Strict):
     hs_edition: Literal["HS2017", "HS2022"] = "HS2022"
     country_code: Literal["alpha2", "alpha3", "numeric"] = "alpha2"
     valuation: dict[Literal["import", "export"], Literal["CIF", "FOB"]] = Field(
-        default_factory=lambda: {"import": "CIF", "export": "FOB"},
+        default_factory=_default_valuation,
         description="Valuation basis by flow when the feed has no valuation column.",
     )
 
@@ -164,12 +168,14 @@ class ConventionsSpec(_Strict):
         return v
 
 
+def _default_flow_map() -> dict[str, Literal["import", "export"]]:
+    return {"import": "import", "export": "export"}
+
+
 class ValueMaps(_Strict):
     """Recode values before they are cast: the feed's codes on the left, canonical values on the right."""
 
-    flow: dict[str, Literal["import", "export"]] = Field(
-        default_factory=lambda: {"import": "import", "export": "export"}
-    )
+    flow: dict[str, Literal["import", "export"]] = Field(default_factory=_default_flow_map)
     country: dict[str, str] = Field(default_factory=dict, description="National country codes to ISO codes.")
 
 
@@ -204,10 +210,10 @@ def _override_model(model: type[BaseModel]) -> type[BaseModel]:
     Generated rather than written out so that a field added to the model is overridable at once.
     Constraints are checked when the override is merged into the spec and the result validated.
     """
-    fields: dict[str, Any] = {
-        name: (f.annotation | None, Field(default=None, description=f.description))
-        for name, f in model.model_fields.items()
-    }
+    fields: dict[str, Any] = {}
+    for name, f in model.model_fields.items():
+        assert f.annotation is not None  # every field of a declared model class is annotated
+        fields[name] = (f.annotation | None, Field(default=None, description=f.description))
     return create_model(
         f"{model.__name__}Override",
         __config__=ConfigDict(extra="forbid", frozen=True),

@@ -57,13 +57,15 @@ def load_file(con: duckdb.DuckDBPyConnection, spec: AnySpec, landed: LandedFile,
     except (duckdb.Error, ReadError) as exc:
         fmt = layout.format
         how = f"{fmt.encoding}, delimiter {fmt.delimiter!r}" if fmt.kind == "csv" else fmt.encoding
-        version = f" (layout valid from {layout.valid_from})" if layout is not spec else ""
+        version = ""
+        if isinstance(layout, FeedSpec) and layout is not spec:  # an older layout of a declarations feed
+            version = f" (layout valid from {layout.valid_from})"
         raise RuntimeError(
             f"{where}: could not be read as {fmt.kind}{version} ({how}): {exc}. "
             f"Check format in feeds/{spec.feed}.yaml."
         ) from exc
     try:
-        if layout is not spec:
+        if isinstance(spec, FeedSpec) and layout is not spec:
             _rename_to_current(con, stage, spec.renames_for_night(date.fromisoformat(landed.night)))
         columns = tuple(
             r[0] for r in con.execute(f"select column_name from (describe {stage})").fetchall() if r[0] != "__row"

@@ -54,7 +54,7 @@ OUTCOME_LABELS = {
     "data_error": "Data error",
     "inconclusive": "Inconclusive",
 }
-QUICK_ACTIONS = {
+QUICK_ACTIONS: dict[str, dict[str, str | None]] = {
     "confirm": {"outcome": "confirmed", "status": "closed"},
     "dismiss": {"outcome": "dismissed", "status": "closed"},
     "data_error": {"outcome": "data_error", "status": "closed"},
@@ -113,10 +113,10 @@ async def get_ctx(request: Request) -> Ctx:
         if sess.get("u") != name or not sess.get("csrf"):
             return Ctx(user, state.sessions.new(name), set_cookie=True)
         return Ctx(user, sess)
-    name = sess.get("u")
-    if not name:
+    session_user = sess.get("u")
+    if not session_user:
         raise NotAuthenticated()
-    return Ctx(resolve_user(state.store, name), sess)
+    return Ctx(resolve_user(state.store, session_user), sess)
 
 
 CtxDep = Annotated[Ctx, Depends(get_ctx)]
@@ -386,6 +386,7 @@ def create_app(
         if not ok:
             state.throttle.fail(name)
             return RedirectResponse(url(request, "/login", {"next": nxt, "failed": 1}), status_code=303)
+        assert rec is not None  # ok is only True for an existing user whose password matched
         state.throttle.reset(name)
         resp = RedirectResponse(url(request, nxt), status_code=303)
         set_session(request, resp, state.sessions.new(rec.username))  # new token: no session fixation

@@ -190,7 +190,9 @@ class Review:
         vis, params = _visible_sql(user)
         where = [vis]
         with self.snapshot.cursor() as cur:
-            latest = cur.execute(f"select max(night) from anomalies where {vis}", params).fetchone()[0]
+            row = cur.execute(f"select max(night) from anomalies where {vis}", params).fetchone()
+            assert row is not None  # an aggregate without group by returns exactly one row
+            latest = row[0]
             night = None
             if f.night == "all":
                 night = None

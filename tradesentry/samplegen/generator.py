@@ -799,7 +799,7 @@ def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]])
     path.write_bytes(buf.getvalue().encode("utf-8"))
 
 
-CONSIGNMENT_PAIRS_HEADER = [
+CONSIGNMENT_PAIRS_HEADER = (
     "consignment_ref",
     "export_country",
     "export_declaration_id",
@@ -807,7 +807,7 @@ CONSIGNMENT_PAIRS_HEADER = [
     "import_country",
     "import_declaration_id",
     "import_item_no",
-]
+)
 MEMBER_CODES = frozenset(m.code for m in MEMBERS)
 
 
@@ -817,7 +817,7 @@ def _consignment_pairs(items: list[tuple[str, str, str, str, str]]) -> list[tupl
     sides: dict[str, dict[str, list[tuple[str, str, str]]]] = {}
     for ref, flow, country, decl_id, item_no in items:
         sides.setdefault(ref, {}).setdefault(flow, []).append((country, decl_id, item_no))
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for ref in sorted(sides):
         exp, imp = sides[ref].get("export", []), sides[ref].get("import", [])
         for e, i in zip(exp, imp, strict=False):
