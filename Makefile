@@ -19,12 +19,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tradesentry demo
 
-# Quick start 2: install, then run the whole test suite (installs Debian's chromium for the browser
-# tests, PostgreSQL and Redis for the deployment-tier tests).
+# Quick start 2: install, lint (ruff), type-check (mypy), then run the whole test suite (installs
+# Debian's chromium for the browser tests, PostgreSQL and Redis for the deployment-tier tests).
 test: install
 	bash .ci/install-browser
 	bash .ci/install-services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: install
