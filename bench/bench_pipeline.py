@@ -677,7 +677,8 @@ def render(res: dict[str, Any]) -> str:
         f"Measured {res['date']} on {res['machine']}. CPU: {res['cpu_note']}. "
         f"Warehouse before the night: {res['warehouse_rows']:,} raw declaration rows. "
         f"Files generated in {res['generate_s']:.1f} s; history setup {res['setup_s']:.1f} s (not measured). "
-        f"Nightly dbt data tests: {res.get('dbt_tests', 'all')} (TRADESENTRY_DBT_TESTS).",
+        f"Nightly dbt data tests: {res.get('dbt_tests', 'all')} (TRADESENTRY_DBT_TESTS). "
+        f"DuckDB memory_limit: {res.get('duckdb_memory_limit') or '80% (default)'} (TRADESENTRY_DUCKDB_MEMORY_LIMIT).",
         "",
         "| stage | wall s | of which imports s | peak RSS MB | rows/s |",
         "|---|---:|---:|---:|---:|",
@@ -851,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
             "history": args.history,
             "history_rows": args.history_rows,
             "dbt_tests": args.dbt_tests,
+            "duckdb_memory_limit": os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", ""),
             "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
             "machine": machine(),
             "cpu_note": args.cpu_note or f"shared; load average {load_before} before, {load_after} after",
