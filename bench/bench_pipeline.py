@@ -141,7 +141,11 @@ def _feed_select(layout: Any, count_sql: str, night_sql: str, per_night: int | N
         return f"replace({s}, '.', ',')" if comma else s
 
     item = "1" if "item_no" not in la.fields else "(1 + i % 3)"
-    seqexpr = "(n * 10000000 + i)" if "item_no" not in la.fields else "(n * 10000000 + i // 3)"
+    # A declaration's sequence number: the night (mod 1000) then the row within the night, in 9
+    # digits, so that it fits the narrowest id layout (lpad 9) untruncated. lpad cuts longer strings,
+    # and an earlier n * 10^7 + i (11 digits) made groups of 10 to 100 rows share one id: most of
+    # the night was quarantined as duplicate keys. Unique for up to 10^6 rows per feed and night.
+    seqexpr = "((n % 1000) * 1000000 + i % 1000000)" if "item_no" not in la.fields else "((n % 1000) * 1000000 + (i // 3) % 1000000)"
     yy = "strftime(night, '%y')"
     ids = {
         "xa": f"(case when imp then 'IM' else 'EX' end) || {yy} || '-' || lpad(seq::varchar, 10, '0')",
@@ -268,6 +272,8 @@ def write_night_files(sample_dir: Path, night: date, rows: int) -> dict[str, int
     con = duckdb.connect()
     rates = _setup_generation(con, night - timedelta(days=10), night)
     per_feed = _split(rows, [la.feed for la in LAYOUTS])
+    if max(per_feed.values()) >= 1_000_000:
+        raise SystemExit(f"at most {7 * 1_000_000 - 1:,} rows a night: the generated ids hold 10^6 rows per feed")
     for la in LAYOUTS:
         folder = sample_dir / la.feed
         folder.mkdir(parents=True, exist_ok=True)
@@ -671,7 +677,8 @@ def render(res: dict[str, Any]) -> str:
         f"Measured {res['date']} on {res['machine']}. CPU: {res['cpu_note']}. "
         f"Warehouse before the night: {res['warehouse_rows']:,} raw declaration rows. "
         f"Files generated in {res['generate_s']:.1f} s; history setup {res['setup_s']:.1f} s (not measured). "
-        f"Nightly dbt data tests: {res.get('dbt_tests', 'all')} (TRADESENTRY_DBT_TESTS).",
+        f"Nightly dbt data tests: {res.get('dbt_tests', 'all')} (TRADESENTRY_DBT_TESTS). "
+        f"DuckDB memory_limit: {res.get('duckdb_memory_limit') or '80% (default)'} (TRADESENTRY_DUCKDB_MEMORY_LIMIT).",
         "",
         "| stage | wall s | of which imports s | peak RSS MB | rows/s |",
         "|---|---:|---:|---:|---:|",
@@ -845,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
             "history": args.history,
             "history_rows": args.history_rows,
             "dbt_tests": args.dbt_tests,
+            "duckdb_memory_limit": os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", ""),
             "date": datetime.now().strftime("%Y-%m-%d %H:%M"),
             "machine": machine(),
             "cpu_note": args.cpu_note or f"shared; load average {load_before} before, {load_after} after",

@@ -6,6 +6,8 @@ idempotently, before any stage runs.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,7 +112,12 @@ create table if not exists detection.anomalies (
 
 def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    # The same cap as dbt's profile (settings.duckdb_memory_limit, exported to the environment of
+    # every task): without it each task's DuckDB may hold up to 80% of the machine in its buffer
+    # pool, on top of the task's own Python memory.
+    limit = os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
+    config = {"memory_limit": limit} if limit else {}
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
     return con
 
 

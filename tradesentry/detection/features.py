@@ -701,6 +701,9 @@ def _build_features(
     )
 
 
+FETCH_COLUMNS_AT_ONCE = 8
+
+
 def fetch_subjects(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, pd.DataFrame]:
     """The numbers detectors read (``SUBJECT_COLUMNS``) of every row of ``_ts_subj``, in key order
     (a row's position is its rank by key), and each row's rowid in ``_ts_subj``.
@@ -713,17 +716,21 @@ def fetch_subjects(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, pd.DataF
     rowids = np.asarray(
         con.execute("select rowid as _rid from _ts_subj order by key").fetchnumpy()["_rid"], dtype="int64"
     )
-    fetched = con.execute(
-        f"select rowid as _rid, {', '.join(c for c in wanted if c != 'pos')} from _ts_subj"
-    ).fetchnumpy()
-    at = np.empty(len(rowids), dtype="int64")  # rowid -> index in this fetch
-    at[np.asarray(fetched.pop("_rid"), dtype="int64")] = np.arange(len(rowids), dtype="int64")
-    take = at[rowids]
-    fetched = {
-        "pos": np.arange(len(rowids), dtype="int64"),
-        **{c: plain_array(v)[take] for c, v in fetched.items()},
-    }
-    return rowids, pd.DataFrame({c: fetched[c] for c in wanted})
+    # A few columns at a time, each reordered and its fetched copy dropped before the next: on a
+    # 5M-row night one fetch of every column held the masked arrays, their reordered copies and
+    # pandas' consolidated blocks at once (about 3x the frame).
+    cols = [c for c in wanted if c != "pos"]
+    out: dict[str, np.ndarray] = {"pos": np.arange(len(rowids), dtype="int64")}
+    for start in range(0, len(cols), FETCH_COLUMNS_AT_ONCE):
+        group = cols[start : start + FETCH_COLUMNS_AT_ONCE]
+        fetched = con.execute(f"select rowid as _rid, {', '.join(group)} from _ts_subj").fetchnumpy()
+        at = np.empty(len(rowids), dtype="int64")  # rowid -> index in this fetch (each scan its own order)
+        at[np.asarray(fetched.pop("_rid"), dtype="int64")] = np.arange(len(rowids), dtype="int64")
+        take = at[rowids]
+        for c in group:
+            out[c] = plain_array(fetched.pop(c))[take]
+    # copy=False: each column stays its own array (no consolidation copy of the whole frame)
+    return rowids, pd.DataFrame({c: out[c] for c in wanted}, copy=False)
 
 
 def subject_chapters(con: duckdb.DuckDBPyConnection, rowids: np.ndarray) -> np.ndarray:

@@ -113,25 +113,28 @@ looked_up as (
         on d.currency = currencies.currency_code
 ),
 
-rate_candidates as (
-    -- The rate of the declaration date, or the latest earlier one within max_rate_age_days.
+rate_age_offsets as (
+    {%- for k in range(max_rate_age + 1) %}
+        select {{ k }} as days_after{{ " union all" if not loop.last }}
+    {%- endfor %}
+),
+
+rates_by_day as (
+    -- For every day a declaration may carry: the rate of that day, or the latest earlier one within
+    -- max_rate_age_days. Built from the rates (a few thousand rows) so that declarations meet it by
+    -- an equality join; a range join of the declarations with the rates ranked up to
+    -- max_rate_age_days + 1 candidates per row (millions of window rows on a big night).
     select
-        d.feed,
-        d.source_file,
-        d.source_line,
+        rates.currency,
+        rates.rate_date + offsets.days_after as rate_day,
         rates.rate_date,
         rates.usd_per_unit,
         row_number() over (
-            partition by d.feed, d.source_file, d.source_line
+            partition by rates.currency, rates.rate_date + offsets.days_after
             order by rates.rate_date desc
         ) as rate_rank
-    from looked_up as d
-    inner join rates
-        on
-            d.currency = rates.currency
-            and d.declaration_date >= rates.rate_date
-            and d.declaration_date - {{ max_rate_age }} <= rates.rate_date
-    where d.currency <> 'USD'
+    from rates
+    cross join rate_age_offsets as offsets
 ),
 
 with_rates as (
@@ -149,11 +152,10 @@ with_rates as (
     from looked_up as d
     left join hs_products
         on d.hs6_target = hs_products.hs6
-    left join rate_candidates as r
+    left join rates_by_day as r
         on
-            d.feed = r.feed
-            and d.source_file = r.source_file
-            and d.source_line = r.source_line
+            d.currency = r.currency
+            and d.declaration_date = r.rate_day
             and r.rate_rank = 1
 ),
 
