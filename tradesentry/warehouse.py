@@ -7,7 +7,6 @@ idempotently, before any stage runs.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,7 +115,7 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     # every task): without it each task's DuckDB may hold up to 80% of the machine in its buffer
     # pool, on top of the task's own Python memory.
     limit = os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
-    config = {"memory_limit": limit} if limit else {}
+    config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": limit} if limit else {}
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     return con
 
