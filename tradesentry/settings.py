@@ -58,9 +58,9 @@ class Settings:
     http_timeout_seconds: float = 60.0
 
     # Harmonisation
-    # DuckDB's memory cap in the dbt builds ("6GB", "4096MB"); empty: DuckDB's own default, 80% of
-    # the machine's memory. Past it DuckDB spills joins, sorts and aggregates to disk, but not every
-    # operator can: at 4GB a 5M-row night's marts build ran out of memory (docs/scaling.md).
+    # DuckDB's memory cap ("4GB", "4096MB") in the dbt builds and every warehouse connection
+    # (tradesentry.warehouse.connect reads it from the environment, where as_env puts it); empty:
+    # DuckDB's own default, 80% of the machine's memory. Past it DuckDB spills to disk, more slowly.
     duckdb_memory_limit: str = ""
     cif_fob_factor: float = 1.06
     max_rate_age_days: int = 7
