@@ -604,53 +604,66 @@ def _build_features(
     con.execute(f"""
         create or replace temp table _ts_misc as
         with subj as (
-            select f.key, f.flow, f.hs6, f.l_uv, ln(f.mass) as lm, own.med as own_med
-            from _ts_f f
+            select f.key, f.flow, f.hs6, f.l_uv, ln(f.mass) as lm, own.med as own_med,
+                {section_sql("f.hs6")} as section
+            -- _ts_m, not the view _ts_f: its route and trader statistics are not needed here
+            from _ts_m f
             join _ts_st_uv own on own.level = 'hs6' and own.flow = f.flow and own.grp = f.hs6
                 and own.qunit = '' and own.n >= {mp}
             where f.night = {N} and f.mass > 0 and f.l_uv > own.med
         ),
+        alts as (
+            select grp, flow, med, spread, {section_sql("grp")} as section
+            from _ts_st_uv
+            where level = 'hs6' and qunit = '' and n >= {mp}
+        ),
         cand as (
+            -- the section is an equality join key, not a filter on every (row, code) pair
             select s.key, s.flow, s.hs6, s.lm, a.grp as alt
             from subj s
-            join _ts_st_uv a on a.level = 'hs6' and a.flow = s.flow and a.qunit = '' and a.n >= {mp}
+            join alts a on a.flow = s.flow and a.section = s.section
                 and a.grp <> s.hs6 and a.med > s.own_med and abs(s.l_uv - a.med) <= {mz} * a.spread
-                and {section_sql("a.grp")} = {section_sql("s.hs6")}
         ),
         codes as (
-            select distinct key, flow, lm, hs6 as code from cand
-            union select distinct key, flow, lm, alt as code from cand
+            -- a tail probability depends on (flow, code, size) only: no row keys carried
+            select flow, lm, hs6 as code from cand
+            union select flow, lm, alt as code from cand
         ),
-        -- each row's rank among its codes' history lots, by one sort per (flow, code) instead of a
-        -- join of every row with every history lot of its codes (quadratic: minutes at 1M rows)
+        -- each row's rank among its codes' history lots: the lots counted per (flow, code, size)
+        -- and cumulated once, each row finding its place by an as-of join (joining every row with
+        -- every history lot of its codes took minutes at 1M rows)
         lots as (
-            select h.flow, h.hs6 as code, ln(h.mass) as lm, cast(null as varchar) as key, 1 as is_lot
+            select h.flow, h.hs6 as code, ln(h.mass) as lm, count(*) as c
             from _ts_m h
             semi join (select distinct flow, code from codes) k on k.flow = h.flow and k.code = h.hs6
             where h.is_hist and h.mass > 0
-            union all
-            select flow, code, lm, key, 0 as is_lot from codes
+            group by all
         ),
-        ranked as (
-            select key, code, is_lot,
-                cast(sum(is_lot) over (partition by flow, code order by lm
-                    range between unbounded preceding and current row) as bigint) as n_le,
-                cast(sum(is_lot) over (partition by flow, code order by lm
-                    range between current row and unbounded following) as bigint) as n_ge,
-                cast(sum(is_lot) over (partition by flow, code) as bigint) as n
+        cum as (
+            select flow, code, lm,
+                cast(sum(c) over (partition by flow, code order by lm
+                    rows between unbounded preceding and current row) as bigint) as n_le
             from lots
         ),
+        totals as (
+            select flow, code, cast(sum(c) as bigint) as n from lots group by all
+        ),
         tails as (
-            select key, code,
-                least(1.0, 2.0 * least((n_le + 1.0) / (n + 1.0), (n_ge + 1.0) / (n + 1.0))) as p
-            from ranked
-            where is_lot = 0 and n > 0
+            -- n_le: lots at or below the row's size; n - n_lt: lots at or above it
+            select c.flow, c.code, c.lm,
+                least(1.0, 2.0 * least(
+                    (coalesce(le.n_le, 0) + 1.0) / (t.n + 1.0),
+                    (t.n - coalesce(lt.n_le, 0) + 1.0) / (t.n + 1.0))) as p
+            from codes c
+            join totals t on t.flow = c.flow and t.code = c.code
+            asof left join cum le on le.flow = c.flow and le.code = c.code and c.lm >= le.lm
+            asof left join cum lt on lt.flow = c.flow and lt.code = c.code and c.lm > lt.lm
         )
         select c.key, max(log10(ta.p / td.p)) as misclass_lot_llr,
             first(c.alt order by log10(ta.p / td.p) desc, c.alt) as misclass_hs6
         from cand c
-        join tails td on td.key = c.key and td.code = c.hs6
-        join tails ta on ta.key = c.key and ta.code = c.alt
+        join tails td on td.flow = c.flow and td.code = c.hs6 and td.lm = c.lm
+        join tails ta on ta.flow = c.flow and ta.code = c.alt and ta.lm = c.lm
         group by c.key""")
     timings["lot"] = time.perf_counter() - t
     # tonight's table: the route and trader statistics (the view _ts_f) are computed here
