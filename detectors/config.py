@@ -53,9 +53,11 @@ class DetectionConfig:
     # spread of clean pairs' log ratios (robust, from the history's pairs), floored
     mirror_value_floor: float = 0.02
     mirror_mass_floor: float = 0.01
-    # a value gap is charged to the export only when the export strays at least this many robust
-    # SDs from its own peers in the gap's direction (and more than the import does)
-    mirror_blame_z: float = 3.0
+    # a value gap is charged to the export only when the export strays from its own peers in the gap's
+    # direction and the import's price is likelier than the export's among their own peers by more
+    # than these odds (Gaussian likelihood of each side's robust z): an import is where duty is at
+    # stake (tradesentry.detection.features, the mirror's blame)
+    mirror_blame_odds: float = 10.0
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
     # than orphan_max_share of that night's other export declarations, two at least (then a feed is

@@ -3,9 +3,11 @@
 
 Global Financial Integrity treats a pair as "clean" when quantities (here: net mass) differ by less than
 2.5% and the import/export unit-price ratio lies within 0.75-1.75. Values are compared on the FOB
-basis (the import's CIF value divided by the CIF/FOB factor). A pair's discrepancy is charged to the
-side that strays from its own peers in the same direction (ties: the import, where duty is at stake);
-the other side scores 0. The history of pairs completed in the window gives the tail probabilities.
+basis (the import's CIF value divided by the CIF/FOB factor). A pair's discrepancy is charged to one
+side, the other scores 0: a value gap to the import (where duty is at stake) unless the export's
+declared value is the less likely of the two among their own peers by more than ``mirror_blame_odds``
+(:mod:`tradesentry.detection.features`); a mass or HS gap to the side that strays more from its peers.
+The history of pairs completed in the window gives the tail probabilities.
 
 ``orphan_export``: an export to a member declared ``transit_window_days`` before the scored night
 with no matching import by that night (phantom-shipment lead).
@@ -39,7 +41,7 @@ def _sides(row: Mapping[str, Any]) -> tuple[str, str]:
 
 class MirrorValue:
     name: ClassVar[str] = "mirror_value"
-    version: ClassVar[str] = "2.0"
+    version: ClassVar[str] = "2.1"
     family: ClassVar[str] = "mirror_value"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "mirror_value_mismatch"

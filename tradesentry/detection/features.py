@@ -32,6 +32,7 @@ numbers by key. The strings explanations read are read again for the flagged row
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -472,20 +473,24 @@ def _build_features(
             count(lr_value) as n_pairs
         from _ts_pairs where done_night between {h_lo} and {h_hi}""")
     # blame: a value gap is charged to the import (where duty is at stake: "an import value far below
-    # the partner's export value is an undervaluation lead, whatever the peer prices say") unless the
-    # export strays from its own peers in the gap's direction more than the import does; mass and HS
-    # gaps go to the side that strays more from its peers.
-    bz = config.mirror_blame_z
+    # the partner's export value is an undervaluation lead, whatever the peer prices say") unless
+    # "the export was changed" explains the pair better than "the import was changed" by more than
+    # mirror_blame_odds. Both sides declare the same goods, so either reading accounts for the gap;
+    # they differ in which declared value is the goods' honest one, a draw from its own peers: the
+    # export's under "import changed" (likelihood phi(z_export)), the import's under "export
+    # changed" (phi(z_import)). The likelihood ratio is exp((z_export^2 - z_import^2) / 2), the export
+    # straying from its peers in the gap's direction. Mass and HS gaps go to the side that strays
+    # more from its peers.
+    blame_llr = 2.0 * math.log(max(config.mirror_blame_odds, 1e-9))
     con.execute(f"""
         create or replace temp table _ts_mirror as
         with np as (
             select p.*,
                 (lr_value - ps.v_med) / ps.v_spread as z_value,
                 (lr_mass - ps.m_med) / ps.m_spread as z_mass,
-                coalesce(zi.z_vq, zi.z_uv, 0) as zvi, coalesce(ze.z_vq, ze.z_uv, 0) as zve,
-                not (-sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) >= {bz}
-                     and -sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0)
-                         > sign(coalesce(lr_value, 0)) * coalesce(zi.z_vq, zi.z_uv, 0)) as bv_imp,
+                not (-sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) > 0
+                     and power(coalesce(ze.z_vq, ze.z_uv, 0), 2) - power(coalesce(zi.z_vq, zi.z_uv, 0), 2)
+                         > {blame_llr!r}) as bv_imp,
                 sign(coalesce(lr_mass, 0)) * coalesce(zi.z_mq, -zi.z_uv, 0)
                     >= -sign(coalesce(lr_mass, 0)) * coalesce(ze.z_mq, -ze.z_uv, 0) as bm_imp,
                 abs(coalesce(zi.z_vq, zi.z_uv, 0)) >= abs(coalesce(ze.z_vq, ze.z_uv, 0)) as bh_imp
