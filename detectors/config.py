@@ -58,6 +58,11 @@ class DetectionConfig:
     # than these odds (Gaussian likelihood of each side's robust z): an import is where duty is at
     # stake (tradesentry.detection.features, the mirror's blame)
     mirror_blame_odds: float = 10.0
+    # a consignment whose two sides agree (same HS6, mass within mirror_qty_tolerance, value within
+    # mirror_confirm_z robust SDs of the history's pairs) confirms the declared price: the value
+    # family's significance then counts mirror_confirm_discount (tradesentry.detection.engine)
+    mirror_confirm_z: float = 2.0
+    mirror_confirm_discount: float = 0.5
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
     # than orphan_max_share of that night's other export declarations, two at least (then a feed is
