@@ -131,7 +131,7 @@ class MirrorMass:
 
 class HsMismatch:
     name: ClassVar[str] = "hs_mismatch"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "1.1"
     family: ClassVar[str] = "hs_mismatch"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "hs_mismatch"
@@ -151,12 +151,15 @@ class HsMismatch:
         return np.where(mis & blamed, 1.0 + np.abs(night.col("z_uv", 0.0)), 0.0)
 
     def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        """P(the two sides' codes differ) among the history's pairs x P(a unit value this far from
+        the declared code's peers) (Gaussian tail of the robust z): an innocent disagreement (an HS
+        edition, a clerical slip) says nothing about the price, so under the null the two are
+        independent, while goods declared under another code carry that code's price."""
         n = len(self.history_scores_)
         k = float(np.sum(self.history_scores_ > 0))
         base = (k + 1.0) / (n + 2.0)
         s = np.asarray(scores, dtype="float64")
-        # within mismatches, a more implausible unit value is rarer: 10x per 3 robust SDs
-        return np.where(s > 0, base * np.power(10.0, -np.maximum(s - 1.0, 0.0) / 3.0), 1.0)
+        return np.where(s > 0, base * normal_tail_p(np.maximum(s - 1.0, 0.0)), 1.0)
 
     def fires(self, night: FeatureFrame) -> np.ndarray:
         return self.score(night) > 0
