@@ -153,15 +153,20 @@ def test_mirror_confirmation_discounts_the_value_family_only():
     cfg = DetectionConfig(detectors=("peer_price", "weight"))
     df = pd.DataFrame(
         {
-            # confirmed; value gap; mass gap; other HS6 declared by the partner; no pair
+            # confirmed; value gap charged to this side; mass gap; other HS6 declared by the
+            # partner; no pair
             "pair_lr_value": [0.01, -1.2, 0.0, 0.0, np.nan],
             "pair_z_value": [0.3, -40.0, 0.0, 0.0, np.nan],
             "pair_lr_mass": [0.005, 0.0, 1.4, 0.0, np.nan],
             "pair_hs_mismatch": [0, 0, 0, 1, np.nan],
+            "blame_value": [0, 1, 0, 0, np.nan],
         }
     )
     frame = FeatureFrame(df)
     assert mirror_confirmed(frame, cfg).tolist() == [True, False, False, False, False]
+    # the same gap charged to the other side vouches for this side's value
+    other = FeatureFrame(df.assign(blame_value=[0, 0, 0, 0, np.nan]))
+    assert mirror_confirmed(other, cfg).tolist() == [True, True, False, False, False]
     dets = build_detectors(cfg)
     pvals = {"peer_price": np.full(5, 1e-4), "weight": np.ones(5)}
     sig = _combine(dets, pvals, 5, cfg, frame)

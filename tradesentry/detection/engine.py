@@ -366,8 +366,9 @@ def small_lot_adjust(sig: np.ndarray, frame: FeatureFrame, config: DetectionConf
 def mirror_confirmed(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray:
     """Rows whose consignment's other side, paired tonight, declared the same goods alike: the same
     HS6, a net mass within ``mirror_qty_tolerance`` and a value within ``mirror_confirm_z`` robust
-    SDs of the history's pairs. A value changed on one side shows as a gap between the two sides;
-    a price the partner's customs saw too is far likelier the goods' real price."""
+    SDs of the history's pairs, or a value gap the mirror charges to the other side. A value changed
+    on one side shows as a gap between the two sides; a price the partner's customs saw too is far
+    likelier the goods' real price."""
     lr_value = frame.col("pair_lr_value")
     z = frame.col("pair_z_value")
     lr_mass = frame.col("pair_lr_mass")
@@ -375,7 +376,8 @@ def mirror_confirmed(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray
     mass_tol = -math.log(1.0 - config.mirror_qty_tolerance)
     mass_ok = np.abs(np.where(np.isfinite(lr_mass), lr_mass, np.inf)) <= mass_tol
     z_abs = np.abs(np.where(np.isfinite(z), z, np.inf))
-    value_ok = np.isfinite(lr_value) & (z_abs <= config.mirror_confirm_z)
+    other_blamed = frame.col("blame_value", 1.0) == 0
+    value_ok = np.isfinite(lr_value) & ((z_abs <= config.mirror_confirm_z) | other_blamed)
     return same_hs & mass_ok & value_ok
 
 
