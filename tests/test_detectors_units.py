@@ -174,3 +174,12 @@ def test_mirror_confirmation_discounts_the_value_family_only():
     assert sig[1:] == pytest.approx([4.0] * 4)
     pvals["weight"] = np.full(5, 1e-6)  # another family's evidence stays whole
     assert _combine(dets, pvals, 5, cfg, frame)[0] == pytest.approx(6.0 + cfg.bonus_weight * (2.0 - 1.0))
+
+
+def test_export_to_a_member_not_paired_yet_waits_for_the_mirror():
+    from tradesentry.detection.engine import _combine
+
+    cfg = DetectionConfig(detectors=("peer_price",))
+    frame = FeatureFrame(pd.DataFrame({"mirror_pending": [1, 0]}))
+    sig = _combine(build_detectors(cfg), {"peer_price": np.full(2, 1e-4)}, 2, cfg, frame)
+    assert sig.tolist() == pytest.approx([4.0 * cfg.mirror_pending_discount, 4.0])

@@ -396,7 +396,11 @@ def _combine(
         fams[det.family] = np.maximum(fams[det.family], L) if det.family in fams else L
     if frame is not None and "value" in fams and n:
         confirmed = mirror_confirmed(frame, config)
-        fams["value"] = np.where(confirmed, fams["value"] * config.mirror_confirm_discount, fams["value"])
+        pending = frame.col("mirror_pending", 0.0) > 0
+        factor = np.where(
+            confirmed, config.mirror_confirm_discount, np.where(pending, config.mirror_pending_discount, 1.0)
+        )
+        fams["value"] = fams["value"] * factor
     if not fams:
         return np.zeros(n)
     M = np.column_stack(list(fams.values()))

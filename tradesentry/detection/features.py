@@ -79,7 +79,7 @@ SUBJECT_COLUMNS = (
     "volume_jump", "price_shift", "quantity", "mass", "value", "blame_value", "blame_mass", "blame_hs",
     "pair_lr_value", "pair_lr_mass", "pair_hs_mismatch", "pair_z_value", "pair_z_mass", "is_orphan",
     "orphan_dest_exports", "orphan_dest_orphans", "lot_p05_kg", "z_lot_mass", "z_lot_value",
-    "trader_price_n", "trader_price_level", "misclass_lot_llr",
+    "trader_price_n", "trader_price_level", "misclass_lot_llr", "mirror_pending",
 )  # fmt: skip
 HISTORY_COLUMNS = {
     "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
@@ -654,6 +654,11 @@ def _build_features(
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
             exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd,
             tp.trader_price_n, tp.trader_price_level, mc.misclass_lot_llr, mc.misclass_hs6,
+            -- an export to another member not paired yet: the partner's import will say within
+            -- the transit window whether its value and mass are the goods'
+            (f.flow = 'export' and mi.key is null and f.partner_country <> f.reporter_country
+             and f.partner_country in (select distinct d.reporter_country from _ts_decl d))::int
+                as mirror_pending,
             try_cast(left(f.hs6, 2) as integer) as {SHARD_COLUMN}
         from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6
