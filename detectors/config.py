@@ -66,7 +66,7 @@ class DetectionConfig:
     # an export to another member not paired yet: its partner's import will confirm or contradict the
     # declaration within the transit window (then the mirror detectors score it again, or the orphan
     # check does), so on its own night the value family counts mirror_pending_discount
-    mirror_pending_discount: float = 0.5
+    mirror_pending_discount: float = 0.7
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
     # than orphan_max_share of that night's other export declarations, two at least (then a feed is
