@@ -53,9 +53,20 @@ class DetectionConfig:
     # spread of clean pairs' log ratios (robust, from the history's pairs), floored
     mirror_value_floor: float = 0.02
     mirror_mass_floor: float = 0.01
-    # a value gap is charged to the export only when the export strays at least this many robust
-    # SDs from its own peers in the gap's direction (and more than the import does)
-    mirror_blame_z: float = 3.0
+    # a value gap is charged to the export only when the export strays from its own peers in the gap's
+    # direction and the import's price is likelier than the export's among their own peers by more
+    # than these odds (Gaussian likelihood of each side's robust z): an import is where duty is at
+    # stake (tradesentry.detection.features, the mirror's blame)
+    mirror_blame_odds: float = 10.0
+    # a consignment whose two sides agree (same HS6, mass within mirror_qty_tolerance, value within
+    # mirror_confirm_z robust SDs of the history's pairs) confirms the declared price: the value
+    # family's significance then counts mirror_confirm_discount (tradesentry.detection.engine)
+    mirror_confirm_z: float = 2.0
+    mirror_confirm_discount: float = 0.5
+    # an export to another member not paired yet: its partner's import will confirm or contradict the
+    # declaration within the transit window (then the mirror detectors score it again, or the orphan
+    # check does), so on its own night the value family counts mirror_pending_discount
+    mirror_pending_discount: float = 0.7
 
     # orphan exports: -log10 tail probability given to an orphan, unless the destination lost more
     # than orphan_max_share of that night's other export declarations, two at least (then a feed is

@@ -3,9 +3,11 @@
 
 Global Financial Integrity treats a pair as "clean" when quantities (here: net mass) differ by less than
 2.5% and the import/export unit-price ratio lies within 0.75-1.75. Values are compared on the FOB
-basis (the import's CIF value divided by the CIF/FOB factor). A pair's discrepancy is charged to the
-side that strays from its own peers in the same direction (ties: the import, where duty is at stake);
-the other side scores 0. The history of pairs completed in the window gives the tail probabilities.
+basis (the import's CIF value divided by the CIF/FOB factor). A pair's discrepancy is charged to one
+side, the other scores 0: a value gap to the import (where duty is at stake) unless the export's
+declared value is the less likely of the two among their own peers by more than ``mirror_blame_odds``
+(:mod:`tradesentry.detection.features`); a mass or HS gap to the side that strays more from its peers.
+The history of pairs completed in the window gives the tail probabilities.
 
 ``orphan_export``: an export to a member declared ``transit_window_days`` before the scored night
 with no matching import by that night (phantom-shipment lead).
@@ -39,7 +41,7 @@ def _sides(row: Mapping[str, Any]) -> tuple[str, str]:
 
 class MirrorValue:
     name: ClassVar[str] = "mirror_value"
-    version: ClassVar[str] = "2.0"
+    version: ClassVar[str] = "2.1"
     family: ClassVar[str] = "mirror_value"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "mirror_value_mismatch"
@@ -129,7 +131,7 @@ class MirrorMass:
 
 class HsMismatch:
     name: ClassVar[str] = "hs_mismatch"
-    version: ClassVar[str] = "1.0"
+    version: ClassVar[str] = "1.1"
     family: ClassVar[str] = "hs_mismatch"
     scope: ClassVar[str] = "any"
     kind: ClassVar[str] = "hs_mismatch"
@@ -149,12 +151,15 @@ class HsMismatch:
         return np.where(mis & blamed, 1.0 + np.abs(night.col("z_uv", 0.0)), 0.0)
 
     def tail_p(self, scores: np.ndarray) -> np.ndarray:
+        """P(the two sides' codes differ) among the history's pairs x P(a unit value this far from
+        the declared code's peers) (Gaussian tail of the robust z): an innocent disagreement (an HS
+        edition, a clerical slip) says nothing about the price, so under the null the two are
+        independent, while goods declared under another code carry that code's price."""
         n = len(self.history_scores_)
         k = float(np.sum(self.history_scores_ > 0))
         base = (k + 1.0) / (n + 2.0)
         s = np.asarray(scores, dtype="float64")
-        # within mismatches, a more implausible unit value is rarer: 10x per 3 robust SDs
-        return np.where(s > 0, base * np.power(10.0, -np.maximum(s - 1.0, 0.0) / 3.0), 1.0)
+        return np.where(s > 0, base * normal_tail_p(np.maximum(s - 1.0, 0.0)), 1.0)
 
     def fires(self, night: FeatureFrame) -> np.ndarray:
         return self.score(night) > 0

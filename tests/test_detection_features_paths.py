@@ -42,7 +42,7 @@ WIDE = [
     "pair_z_value", "pair_z_mass", "pair_export_value", "pair_import_value", "pair_export_mass",
     "pair_import_mass", "is_orphan", "orphan_dest_exports", "orphan_dest_orphans", "partner_hs_uv_med",
     "lot_p05_kg", "z_lot_mass", "z_lot_value", "lot_mass_median_kg", "lot_value_median_usd",
-    "trader_price_n", "trader_price_level", "misclass_lot_llr", "misclass_hs6",
+    "trader_price_n", "trader_price_level", "misclass_lot_llr", "misclass_hs6", "mirror_pending",
 ]  # fmt: skip
 
 

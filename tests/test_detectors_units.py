@@ -132,3 +132,54 @@ def test_registry_builds_the_configured_detectors():
     assert [d.name for d in dets] == ["peer_price", "orphan_export"]
     for d in build_detectors(DetectionConfig()):
         assert d.name and d.version and d.family
+
+
+def test_hs_mismatch_tail_is_the_mismatch_share_times_the_price_tail():
+    from detectors.base import normal_tail_p
+    from detectors.mirror import HsMismatch
+
+    det = HsMismatch(DetectionConfig())
+    det.history_scores_ = np.array([0.0] * 97 + [1.0])  # one mismatched pair among 98
+    p = det.tail_p(np.array([0.0, 1.0, 4.0]))
+    base = 2.0 / 100.0
+    assert p[0] == 1.0  # no mismatch: no evidence
+    assert p[1] == pytest.approx(base)  # a mismatch at a price typical of the declared code
+    assert p[2] == pytest.approx(base * float(normal_tail_p(np.array([3.0]))[0]))
+
+
+def test_mirror_confirmation_discounts_the_value_family_only():
+    from tradesentry.detection.engine import _combine, mirror_confirmed
+
+    cfg = DetectionConfig(detectors=("peer_price", "weight"))
+    df = pd.DataFrame(
+        {
+            # confirmed; value gap charged to this side; mass gap; other HS6 declared by the
+            # partner; no pair
+            "pair_lr_value": [0.01, -1.2, 0.0, 0.0, np.nan],
+            "pair_z_value": [0.3, -40.0, 0.0, 0.0, np.nan],
+            "pair_lr_mass": [0.005, 0.0, 1.4, 0.0, np.nan],
+            "pair_hs_mismatch": [0, 0, 0, 1, np.nan],
+            "blame_value": [0, 1, 0, 0, np.nan],
+        }
+    )
+    frame = FeatureFrame(df)
+    assert mirror_confirmed(frame, cfg).tolist() == [True, False, False, False, False]
+    # the same gap charged to the other side vouches for this side's value
+    other = FeatureFrame(df.assign(blame_value=[0, 0, 0, 0, np.nan]))
+    assert mirror_confirmed(other, cfg).tolist() == [True, True, False, False, False]
+    dets = build_detectors(cfg)
+    pvals = {"peer_price": np.full(5, 1e-4), "weight": np.ones(5)}
+    sig = _combine(dets, pvals, 5, cfg, frame)
+    assert sig[0] == pytest.approx(4.0 * cfg.mirror_confirm_discount)
+    assert sig[1:] == pytest.approx([4.0] * 4)
+    pvals["weight"] = np.full(5, 1e-6)  # another family's evidence stays whole
+    assert _combine(dets, pvals, 5, cfg, frame)[0] == pytest.approx(6.0 + cfg.bonus_weight * (2.0 - 1.0))
+
+
+def test_export_to_a_member_not_paired_yet_waits_for_the_mirror():
+    from tradesentry.detection.engine import _combine
+
+    cfg = DetectionConfig(detectors=("peer_price",))
+    frame = FeatureFrame(pd.DataFrame({"mirror_pending": [1, 0]}))
+    sig = _combine(build_detectors(cfg), {"peer_price": np.full(2, 1e-4)}, 2, cfg, frame)
+    assert sig.tolist() == pytest.approx([4.0 * cfg.mirror_pending_discount, 4.0])

@@ -260,7 +260,7 @@ def merge_scores(
         for k, v in part.timings.items():
             timings[k] = timings.get(k, 0.0) + v
     context = frame.col("is_context", 0.0) > 0
-    sig = small_lot_adjust(_combine(dets, pvals, n, config), frame, config)
+    sig = small_lot_adjust(_combine(dets, pvals, n, config, frame), frame, config)
     unsupervised = sig
     model = None
     if outcomes and config.feedback:
@@ -363,13 +363,44 @@ def small_lot_adjust(sig: np.ndarray, frame: FeatureFrame, config: DetectionConf
     return np.where(factor < 1.0, np.minimum(sig * factor, config.small_lot_max_significance), sig)
 
 
+def mirror_confirmed(frame: FeatureFrame, config: DetectionConfig) -> np.ndarray:
+    """Rows whose consignment's other side, paired tonight, declared the same goods alike: the same
+    HS6, a net mass within ``mirror_qty_tolerance`` and a value within ``mirror_confirm_z`` robust
+    SDs of the history's pairs, or a value gap the mirror charges to the other side. A value changed
+    on one side shows as a gap between the two sides; a price the partner's customs saw too is far
+    likelier the goods' real price."""
+    lr_value = frame.col("pair_lr_value")
+    z = frame.col("pair_z_value")
+    lr_mass = frame.col("pair_lr_mass")
+    same_hs = frame.col("pair_hs_mismatch", 1.0) == 0
+    mass_tol = -math.log(1.0 - config.mirror_qty_tolerance)
+    mass_ok = np.abs(np.where(np.isfinite(lr_mass), lr_mass, np.inf)) <= mass_tol
+    z_abs = np.abs(np.where(np.isfinite(z), z, np.inf))
+    other_blamed = frame.col("blame_value", 1.0) == 0
+    value_ok = np.isfinite(lr_value) & ((z_abs <= config.mirror_confirm_z) | other_blamed)
+    return same_hs & mass_ok & value_ok
+
+
 def _combine(
-    dets: list[Detector], pvals: dict[str, np.ndarray], n: int, config: DetectionConfig
+    dets: list[Detector],
+    pvals: dict[str, np.ndarray],
+    n: int,
+    config: DetectionConfig,
+    frame: FeatureFrame | None = None,
 ) -> np.ndarray:
+    """Combined significance (module docstring). With ``frame``, the value family of rows the mirror
+    confirms (:func:`mirror_confirmed`) counts ``mirror_confirm_discount`` of its significance."""
     fams: dict[str, np.ndarray] = {}
     for det in dets:
         L = significance(pvals[det.name])
         fams[det.family] = np.maximum(fams[det.family], L) if det.family in fams else L
+    if frame is not None and "value" in fams and n:
+        confirmed = mirror_confirmed(frame, config)
+        pending = frame.col("mirror_pending", 0.0) > 0
+        factor = np.where(
+            confirmed, config.mirror_confirm_discount, np.where(pending, config.mirror_pending_discount, 1.0)
+        )
+        fams["value"] = fams["value"] * factor
     if not fams:
         return np.zeros(n)
     M = np.column_stack(list(fams.values()))

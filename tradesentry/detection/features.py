@@ -32,6 +32,7 @@ numbers by key. The strings explanations read are read again for the flagged row
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -78,7 +79,7 @@ SUBJECT_COLUMNS = (
     "volume_jump", "price_shift", "quantity", "mass", "value", "blame_value", "blame_mass", "blame_hs",
     "pair_lr_value", "pair_lr_mass", "pair_hs_mismatch", "pair_z_value", "pair_z_mass", "is_orphan",
     "orphan_dest_exports", "orphan_dest_orphans", "lot_p05_kg", "z_lot_mass", "z_lot_value",
-    "trader_price_n", "trader_price_level", "misclass_lot_llr",
+    "trader_price_n", "trader_price_level", "misclass_lot_llr", "mirror_pending",
 )  # fmt: skip
 HISTORY_COLUMNS = {
     "l_uv", "l_vq", "l_mq", "uv", "uv_n", "uv_med", "uv_spread", "z_uv", "vq_n", "vq_med", "vq_spread",
@@ -472,20 +473,24 @@ def _build_features(
             count(lr_value) as n_pairs
         from _ts_pairs where done_night between {h_lo} and {h_hi}""")
     # blame: a value gap is charged to the import (where duty is at stake: "an import value far below
-    # the partner's export value is an undervaluation lead, whatever the peer prices say") unless the
-    # export strays from its own peers in the gap's direction more than the import does; mass and HS
-    # gaps go to the side that strays more from its peers.
-    bz = config.mirror_blame_z
+    # the partner's export value is an undervaluation lead, whatever the peer prices say") unless
+    # "the export was changed" explains the pair better than "the import was changed" by more than
+    # mirror_blame_odds. Both sides declare the same goods, so either reading accounts for the gap;
+    # they differ in which declared value is the goods' honest one, a draw from its own peers: the
+    # export's under "import changed" (likelihood phi(z_export)), the import's under "export
+    # changed" (phi(z_import)). The likelihood ratio is exp((z_export^2 - z_import^2) / 2), the export
+    # straying from its peers in the gap's direction. Mass and HS gaps go to the side that strays
+    # more from its peers.
+    blame_llr = 2.0 * math.log(max(config.mirror_blame_odds, 1e-9))
     con.execute(f"""
         create or replace temp table _ts_mirror as
         with np as (
             select p.*,
                 (lr_value - ps.v_med) / ps.v_spread as z_value,
                 (lr_mass - ps.m_med) / ps.m_spread as z_mass,
-                coalesce(zi.z_vq, zi.z_uv, 0) as zvi, coalesce(ze.z_vq, ze.z_uv, 0) as zve,
-                not (-sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) >= {bz}
-                     and -sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0)
-                         > sign(coalesce(lr_value, 0)) * coalesce(zi.z_vq, zi.z_uv, 0)) as bv_imp,
+                not (-sign(coalesce(lr_value, 0)) * coalesce(ze.z_vq, ze.z_uv, 0) > 0
+                     and power(coalesce(ze.z_vq, ze.z_uv, 0), 2) - power(coalesce(zi.z_vq, zi.z_uv, 0), 2)
+                         > {blame_llr!r}) as bv_imp,
                 sign(coalesce(lr_mass, 0)) * coalesce(zi.z_mq, -zi.z_uv, 0)
                     >= -sign(coalesce(lr_mass, 0)) * coalesce(ze.z_mq, -ze.z_uv, 0) as bm_imp,
                 abs(coalesce(zi.z_vq, zi.z_uv, 0)) >= abs(coalesce(ze.z_vq, ze.z_uv, 0)) as bh_imp
@@ -678,6 +683,11 @@ def _build_features(
             (ln(f.value) - lot.lot_value_med) / lot.lot_value_spread as z_lot_value,
             exp(lot.lot_mass_med) as lot_mass_median_kg, exp(lot.lot_value_med) as lot_value_median_usd,
             tp.trader_price_n, tp.trader_price_level, mc.misclass_lot_llr, mc.misclass_hs6,
+            -- an export to another member not paired yet: the partner's import will say within
+            -- the transit window whether its value and mass are the goods'
+            (f.flow = 'export' and mi.key is null and f.partner_country <> f.reporter_country
+             and f.partner_country in (select distinct d.reporter_country from _ts_decl d))::int
+                as mirror_pending,
             try_cast(left(f.hs6, 2) as integer) as {SHARD_COLUMN}
         from _ts_f f
         left join _ts_lot lot on lot.flow = f.flow and lot.hs6 = f.hs6

@@ -9,7 +9,8 @@
 
 -- Mirror matching: each export of a member country A to a member country B, matched to B's import
 -- from A of the same consignment. First by the normalised transport reference (items of one
--- consignment paired within the same HS6, the rest in item order), then, for exports no reference
+-- consignment paired by item number when both sides list the same items, else within the same
+-- HS6, the rest in item order), then, for exports no reference
 -- matched, by HS6 + country pair + net mass within a tolerance + import 0-30 days after the export.
 -- Unmatched exports are `orphan` once older than transit_window_days at as_of_night, `pending`
 -- before that. Incremental over a window: ts_matches_prepare_incremental (macros/incremental.sql)
@@ -68,39 +69,134 @@ imports as (
         {%- endif %}
 ),
 
--- 1. By reference. Items of one consignment pair first within the same HS6 (in mass order), then
--- the items left over (a code changed on one side: misclassification, an edition change) pair in
--- item-number order, so one misdeclared code does not shuffle the other items' pairs.
-exports_by_ref as (
+-- 1. By reference. When both sides of a consignment list the same item numbers (as many items,
+-- each number once on each side: one invoice, one item list), items pair by number: a manipulated
+-- mass or a changed code on one side then cannot shuffle the other items' pairs. Other
+-- consignments pair their items first within the same HS6 (in mass order), then the items left
+-- over (a code changed on one side: misclassification, an edition change) in item-number order,
+-- so one misdeclared code does not shuffle the other items' pairs.
+export_items as (
     select
-        declaration_key,
         reporter_country,
         partner_country,
         consignment_ref_norm,
-        hs6,
-        item_no,
-        row_number() over (
-            partition by reporter_country, partner_country, consignment_ref_norm, hs6
-            order by net_mass_kg, item_no, declaration_key
-        ) as hs_rank
+        count(*) as n_items,
+        count(distinct item_no) as n_numbers
     from exports
     where consignment_ref_norm is not null
+    group by reporter_country, partner_country, consignment_ref_norm
+),
+
+import_items as (
+    select
+        reporter_country,
+        partner_country,
+        consignment_ref_norm,
+        count(*) as n_items,
+        count(distinct item_no) as n_numbers
+    from imports
+    where consignment_ref_norm is not null
+    group by reporter_country, partner_country, consignment_ref_norm
+),
+
+same_number_items as (
+    select
+        e.reporter_country,
+        e.partner_country,
+        e.consignment_ref_norm,
+        count(*) as n_paired
+    from exports as e
+    inner join imports as i
+        on
+            e.reporter_country = i.partner_country
+            and e.partner_country = i.reporter_country
+            and e.consignment_ref_norm = i.consignment_ref_norm
+            and e.item_no = i.item_no
+    group by e.reporter_country, e.partner_country, e.consignment_ref_norm
+),
+
+-- consignments (exporter, importer, reference) whose two item lists correspond number by number
+numbered as (
+    select
+        ei.reporter_country,
+        ei.partner_country,
+        ei.consignment_ref_norm
+    from export_items as ei
+    inner join import_items as ii
+        on
+            ei.reporter_country = ii.partner_country
+            and ei.partner_country = ii.reporter_country
+            and ei.consignment_ref_norm = ii.consignment_ref_norm
+    inner join same_number_items as s
+        on
+            ei.reporter_country = s.reporter_country
+            and ei.partner_country = s.partner_country
+            and ei.consignment_ref_norm = s.consignment_ref_norm
+    where
+        ei.n_items = ii.n_items
+        and ei.n_numbers = ei.n_items
+        and ii.n_numbers = ii.n_items
+        and s.n_paired = ei.n_items
+),
+
+item_no_pairs as (
+    select
+        e.declaration_key as export_key,
+        i.declaration_key as import_key
+    from exports as e
+    inner join numbered as n
+        on
+            e.reporter_country = n.reporter_country
+            and e.partner_country = n.partner_country
+            and e.consignment_ref_norm = n.consignment_ref_norm
+    inner join imports as i
+        on
+            e.reporter_country = i.partner_country
+            and e.partner_country = i.reporter_country
+            and e.consignment_ref_norm = i.consignment_ref_norm
+            and e.item_no = i.item_no
+),
+
+exports_by_ref as (
+    select
+        e.declaration_key,
+        e.reporter_country,
+        e.partner_country,
+        e.consignment_ref_norm,
+        e.hs6,
+        e.item_no,
+        row_number() over (
+            partition by e.reporter_country, e.partner_country, e.consignment_ref_norm, e.hs6
+            order by e.net_mass_kg, e.item_no, e.declaration_key
+        ) as hs_rank
+    from exports as e
+    left join numbered as n
+        on
+            e.reporter_country = n.reporter_country
+            and e.partner_country = n.partner_country
+            and e.consignment_ref_norm = n.consignment_ref_norm
+    where e.consignment_ref_norm is not null and n.consignment_ref_norm is null
 ),
 
 imports_by_ref as (
     select
-        declaration_key,
-        reporter_country,
-        partner_country,
-        consignment_ref_norm,
-        hs6,
-        item_no,
+        i.declaration_key,
+        i.reporter_country,
+        i.partner_country,
+        i.consignment_ref_norm,
+        i.hs6,
+        i.item_no,
         row_number() over (
-            partition by reporter_country, partner_country, consignment_ref_norm, hs6
-            order by net_mass_kg, item_no, declaration_key
+            partition by i.reporter_country, i.partner_country, i.consignment_ref_norm, i.hs6
+            order by i.net_mass_kg, i.item_no, i.declaration_key
         ) as hs_rank
-    from imports
-    where consignment_ref_norm is not null
+    from imports as i
+    left join numbered as n
+        on
+            i.reporter_country = n.partner_country
+            and i.partner_country = n.reporter_country
+            and i.consignment_ref_norm = n.consignment_ref_norm
+    where i.consignment_ref_norm is not null and n.consignment_ref_norm is null
 ),
 
 same_hs_pairs as (
@@ -140,6 +236,12 @@ imports_left as (
 ),
 
 reference_pairs as (
+    select
+        export_key,
+        import_key,
+        'reference' as match_method
+    from item_no_pairs
+    union all
     select
         export_key,
         import_key,
