@@ -301,6 +301,10 @@ HS_SECTIONS = (
 )  # fmt: skip
 
 
+# misclass_lot compares a row's lot with those of at most this many other codes of its section
+MISCLASS_MAX_ALTERNATIVES = 5
+
+
 def section_sql(hs6: str) -> str:
     """The HS section index (:data:`HS_SECTIONS`) of an HS6 column, in SQL (-1: no valid chapter)."""
     ch = f"try_cast(left({hs6}, 2) as integer)"
@@ -615,7 +619,9 @@ def _build_features(
             from _ts_m f
             join _ts_st_uv own on own.level = 'hs6' and own.flow = f.flow and own.grp = f.hs6
                 and own.qunit = '' and own.n >= {mp}
-            where f.night = {N} and f.mass > 0 and f.l_uv > own.med
+            -- priced at least one robust SD above the declared code's peers: below that the lead,
+            -- capped, cannot lift a row to the flag threshold, and half of every night qualified
+            where f.night = {N} and f.mass > 0 and f.l_uv > own.med + own.spread
         ),
         alts as (
             select grp, flow, med, spread, {section_sql("grp")} as section
@@ -623,11 +629,21 @@ def _build_features(
             where level = 'hs6' and qunit = '' and n >= {mp}
         ),
         cand as (
-            -- the section is an equality join key, not a filter on every (row, code) pair
-            select s.key, s.flow, s.hs6, s.lm, a.grp as alt
-            from subj s
-            join alts a on a.flow = s.flow and a.section = s.section
-                and a.grp <> s.hs6 and a.med > s.own_med and abs(s.l_uv - a.med) <= {mz} * a.spread
+            -- the section is an equality join key, not a filter on every (row, code) pair; the
+            -- {MISCLASS_MAX_ALTERNATIVES} codes whose peers' price is closest to the row's are kept
+            -- (a section of a full nomenclature holds a hundred HS6: every one within the price
+            -- band multiplied the lot comparisons of a 1M-row night by as much)
+            select key, flow, hs6, lm, alt
+            from (
+                select s.key, s.flow, s.hs6, s.lm, a.grp as alt,
+                    row_number() over (
+                        partition by s.key order by abs(s.l_uv - a.med) / a.spread, a.grp
+                    ) as alt_rank
+                from subj s
+                join alts a on a.flow = s.flow and a.section = s.section
+                    and a.grp <> s.hs6 and a.med > s.own_med and abs(s.l_uv - a.med) <= {mz} * a.spread
+            )
+            where alt_rank <= {MISCLASS_MAX_ALTERNATIVES}
         ),
         codes as (
             -- a tail probability depends on (flow, code, size) only: no row keys carried
