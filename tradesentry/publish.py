@@ -97,6 +97,19 @@ def _snapshot_sql(night: str, history_nights: int) -> list[tuple[str, str]]:
     ]
 
 
+def _oldest_involved_night_filter(con: Any) -> str:
+    """A night bound for the snapshot's declarations that keeps the same rows: the oldest night of
+    the declarations the anomalies involve, found by a narrow scan (key and night), so that the wide
+    select reads the row groups from that night on instead of every column of the whole history
+    (on a 365-night history it read 7.3M rows and peaked at 1.6 GB)."""
+    row = con.execute(
+        "select min(night) from marts.fct_declarations "
+        "where declaration_key in (select declaration_key from snap.anomaly_declarations)"
+    ).fetchone()
+    oldest = row[0] if row else None
+    return f" and night >= date '{oldest.isoformat()}'" if oldest is not None else ""
+
+
 def publish_snapshot(settings: Settings, night: date, keep: int = 5) -> dict[str, Any]:
     summary = build_summary(settings, night)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
@@ -157,6 +170,8 @@ def publish_snapshot(settings: Settings, night: date, keep: int = 5) -> dict[str
                 [night, json.dumps(summary, default=str)],
             )
             for table, select in _snapshot_sql(night.isoformat(), settings.history_window_nights):
+                if table == "declarations":
+                    select += _oldest_involved_night_filter(con)
                 con.execute(f"create table snap.{table} as {select}")
                 row = con.execute(f"select count(*) from snap.{table}").fetchone()
                 counts[table] = int(row[0]) if row else 0
