@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, SupportsFloat, TypeGuard, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -174,7 +174,8 @@ def peer_label(row: Mapping[str, Any], prefix: str = "uv") -> str:
     return f"{name} {grp} {row.get('flow', '')} peers"
 
 
-def finite(x: Any) -> bool:
+def finite(x: Any) -> TypeGuard[SupportsFloat]:
+    """A number that is neither None, NaN nor infinite (narrows the type for ``float(x)``)."""
     try:
         return x is not None and math.isfinite(float(x))
     except (TypeError, ValueError):

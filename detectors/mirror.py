@@ -75,7 +75,7 @@ class MirrorValue:
         r = math.exp(float(row["pair_lr_value"]))
         side = "import" if row.get("flow") == "import" else "export"
         z = row.get("pair_z_value")
-        zt = f", {float(z):+.1f} robust SDs from the history's pairs" if z is not None and finite(z) else ""
+        zt = f", {float(z):+.1f} robust SDs from the history's pairs" if finite(z) else ""
         text = (
             f"Value: the {side} of this consignment; {exp_c} export declared "
             f"{fmt_num(float(row['pair_export_value']))} USD FOB, {imp_c} import "

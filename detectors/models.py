@@ -36,7 +36,7 @@ def _feature_reason(row: Mapping[str, Any], features: tuple[str, ...], lead: str
     parts = []
     for f in features:
         v = row.get(f)
-        if v is not None and finite(v):
+        if finite(v):
             parts.append((abs(float(v)), f, float(v)))
     parts.sort(reverse=True)
     words = []
@@ -49,7 +49,7 @@ def _feature_reason(row: Mapping[str, Any], features: tuple[str, ...], lead: str
     if not words:
         return []
     p = row.get(f"p_{name}")
-    tail = f" (tail probability {float(p):.2g} among the history's scores)" if p is not None and finite(p) else ""
+    tail = f" (tail probability {float(p):.2g} among the history's scores)" if finite(p) else ""
     fld = "mass" if parts and parts[0][1] == "z_mq" else "value"
     return [
         Reason(
