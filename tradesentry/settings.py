@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from detectors.config import DetectionConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WAREHOUSE_ENGINES = ("duckdb", "postgres")
+# The detection knobs a deployment sets here take their defaults from detectors.config, their one
+# definition (DetectionConfig.from_settings copies them back by name).
+_DETECTION = DetectionConfig()
 
 
 def _default_data_dir() -> Path:
@@ -62,26 +67,26 @@ class Settings:
     # (tradesentry.warehouse.connect reads it from the environment, where as_env puts it); empty:
     # DuckDB's own default, 80% of the machine's memory. Past it DuckDB spills to disk, more slowly.
     duckdb_memory_limit: str = ""
-    cif_fob_factor: float = 1.06
+    cif_fob_factor: float = _DETECTION.cif_fob_factor
     max_rate_age_days: int = 7
 
     # Scoring
-    history_window_nights: int = 60
-    transit_window_days: int = 21
+    history_window_nights: int = _DETECTION.history_window_nights
+    transit_window_days: int = _DETECTION.transit_window_days
     match_horizon_days: int = 90
-    min_peer_group: int = 8
-    low_price_ratio: float = 0.5
-    high_price_multiple: float = 3.0
-    audit_share: float = 0.1
-    audit_picks_per_night: int = 5
-    max_anomalies_per_night: int = 500
+    min_peer_group: int = _DETECTION.min_peer_group
+    low_price_ratio: float = _DETECTION.low_price_ratio
+    high_price_multiple: float = _DETECTION.high_price_multiple
+    audit_share: float = _DETECTION.audit_share
+    audit_picks_per_night: int = _DETECTION.audit_picks_per_night
+    max_anomalies_per_night: int = _DETECTION.max_anomalies_per_night
     # pattern-level anomalies (docs/configuration.md)
-    trader_patterns: bool = True
-    pattern_window_nights: int = 30
-    pattern_min_declarations: int = 8
-    pattern_max_median_z: float = -1.0
-    pattern_max_per_night: int = 20
-    seed: int = 20261128
+    trader_patterns: bool = _DETECTION.trader_patterns
+    pattern_window_nights: int = _DETECTION.pattern_window_nights
+    pattern_min_declarations: int = _DETECTION.pattern_min_declarations
+    pattern_max_median_z: float = _DETECTION.pattern_max_median_z
+    pattern_max_per_night: int = _DETECTION.pattern_max_per_night
+    seed: int = _DETECTION.seed
     # Detection split by HS section into this many mapped tasks (1: one detect task). Also read when
     # the DAG file is parsed (TRADESENTRY_DETECT_SHARDS), like the retry settings
     detect_shards: int = 1
