@@ -43,6 +43,7 @@ from detectors.base import Detector, FeatureFrame, Reason, TailModel, finite, fm
 from detectors.config import DetectionConfig
 from tradesentry.anomaly_ids import anomaly_id
 from tradesentry.detection.features import (
+    HS_SECTIONS,
     FeatureBundle,
     build_features,
     drop_temp_tables,
@@ -520,12 +521,6 @@ def _row(ns: NightScores, i: int, full: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
-# HS sections (chapter ranges): goods are misdeclared under a code of the same kind of goods
-HS_SECTIONS = (
-    (1, 5), (6, 14), (15, 15), (16, 24), (25, 27), (28, 38), (39, 40), (41, 43), (44, 46), (47, 49),
-    (50, 63), (64, 67), (68, 70), (71, 71), (72, 83), (84, 85), (86, 89), (90, 92), (93, 93),
-    (94, 96), (97, 97),
-)  # fmt: skip
 SECTION_NAMES = (
     "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII", "XIII", "XIV", "XV", "XVI",
     "XVII", "XVIII", "XIX", "XX", "XXI",

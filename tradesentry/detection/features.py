@@ -670,7 +670,8 @@ def _build_features(
             select flow, code, cast(sum(c) as bigint) as n from lots group by all
         ),
         tails as (
-            -- n_le: lots at or below the row's size; n - n_lt: lots at or above it
+            -- le.n_le: lots at or below the row's size; lt.n_le: lots below it, so n - lt.n_le are
+            -- the lots at or above it
             select c.flow, c.code, c.lm,
                 least(1.0, 2.0 * least(
                     (coalesce(le.n_le, 0) + 1.0) / (t.n + 1.0),
