@@ -12,7 +12,8 @@ gradient-boosted classifier learns P(confirmed | features). Every row of night N
 
 so a few decisions nudge the unsupervised ranking and many decisions move it; the unsupervised
 evidence never disappears. ``skill`` is the classifier's out-of-fold gain over the unsupervised
-significance in ranking the labelled rows (0: no better, the ranking is left alone; 1: perfect). Nothing is learned until both outcomes have at least ``min_each`` labels.
+significance in ranking the labelled rows (0: no better, the ranking is left alone; 1: perfect).
+Nothing is learned until both outcomes have at least ``min_each`` labels.
 Random audit picks stay in every night's table (``audit_share`` of the reviews in the evaluation's
 simulation, and at least ``audit_picks_per_night`` rows), so the labels are not only what the
 ranking already flags.
