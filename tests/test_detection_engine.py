@@ -221,3 +221,38 @@ def test_export_scores_csv(world, scored, tmp_path):
     scores = [float(r[3]) for r in rows[1:]]
     assert scores == sorted(scores, reverse=True)
     assert f"{rows[1][0]}|{rows[1][1]}|{rows[1][2]}" in {v[0] for v in world.injected.values()}
+
+
+def test_detection_gives_duckdb_memory_back_and_restores_the_limit(world, tmp_path, monkeypatch):
+    """Detection holds the night's features in Python next to DuckDB: it lowers DuckDB's
+    memory_limit by the frame's size while it works, never below the floor, and leaves the
+    connection with the limit connect() set (a backfill scores every night on one connection)."""
+    from tradesentry import warehouse
+
+    monkeypatch.setenv("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "3GB")
+    tol = 0.11 * (1 << 30)  # DuckDB shows the limit to a tenth of a GiB, truncated
+    con = warehouse.connect(tmp_path / "w.duckdb")
+    try:
+        configured = warehouse.memory_limit_bytes(con)
+        assert configured is not None and abs(configured - 3e9) < tol
+        warehouse.yield_memory(con, 1 << 30)
+        assert abs(warehouse.memory_limit_bytes(con) - (configured - (1 << 30))) < tol
+        warehouse.yield_memory(con, 10 << 30)  # more than there is: the floor
+        assert abs(warehouse.memory_limit_bytes(con) - (1 << 30)) < tol
+        warehouse.restore_memory_limit(con)
+        assert warehouse.memory_limit_bytes(con) == configured
+
+        seen: list[int | None] = []
+        real = warehouse.yield_memory
+
+        def spy(c, nbytes, floor_bytes=1 << 30):
+            real(c, nbytes, floor_bytes)
+            seen.append(warehouse.memory_limit_bytes(c))
+
+        monkeypatch.setattr(warehouse, "yield_memory", spy)
+        load_world(con, world, up_to=world.night)
+        run_detection(con, world.night, config=CFG)
+        assert seen and seen[0] is not None and seen[0] < configured  # lowered while scoring
+        assert warehouse.memory_limit_bytes(con) == configured  # and given back
+    finally:
+        con.close()

@@ -114,10 +114,57 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     # The same cap as dbt's profile (settings.duckdb_memory_limit, exported to the environment of
     # every task): without it each task's DuckDB may hold up to 80% of the machine in its buffer
     # pool, on top of the task's own Python memory.
-    limit = os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
+    limit = configured_memory_limit()
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": limit} if limit else {}
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     return con
+
+
+def configured_memory_limit() -> str:
+    """The memory_limit every warehouse connection gets ("" = DuckDB's default, 80% of the RAM)."""
+    return os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
+
+
+_SIZE_UNITS = {"bytes": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+               "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}  # fmt: skip
+
+
+def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The connection's current memory_limit in bytes, to a tenth of the unit DuckDB shows it in
+    ("3.7 GiB")."""
+    row = con.execute("select current_setting('memory_limit')").fetchone()
+    parts = str(row[0] if row else "").split()
+    if len(parts) != 2 or parts[1].lower() not in _SIZE_UNITS:
+        return None
+    try:
+        return int(float(parts[0]) * _SIZE_UNITS[parts[1].lower()])
+    except ValueError:
+        return None
+
+
+def yield_memory(con: duckdb.DuckDBPyConnection, nbytes: int, floor_bytes: int = 1 << 30) -> None:
+    """Lower the connection's memory_limit by ``nbytes`` (not below ``floor_bytes``): a task that
+    holds that much in Python arrays next to DuckDB keeps the process within the one budget the
+    limit was set for, DuckDB spilling its temp tables to disk instead. Undone by
+    :func:`restore_memory_limit`."""
+    limit = memory_limit_bytes(con)
+    if limit is None or nbytes <= 0:
+        return
+    lowered = max(limit - int(nbytes), floor_bytes)
+    if lowered < limit:
+        try:
+            con.execute(f"set memory_limit = '{lowered // (1 << 20)}MiB'")
+        except duckdb.Error:  # nothing to spill to (no temp directory): keep the limit
+            return
+
+
+def restore_memory_limit(con: duckdb.DuckDBPyConnection) -> None:
+    """Back to the limit :func:`connect` set."""
+    limit = configured_memory_limit()
+    if limit:
+        con.execute(f"set memory_limit = '{limit}'")
+    else:
+        con.execute("reset memory_limit")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -250,16 +250,23 @@ def merge_scores(
     if n and not (taken == 1).all():
         missing, twice = int((taken == 0).sum()), int((taken > 1).sum())
         raise ValueError(f"shards do not cover the night's {n} rows once: {missing} missing, {twice} twice")
-    scores = {d.name: np.zeros(n) for d in dets}
-    pvals = {d.name: np.ones(n) for d in dets}
-    fired = np.zeros(n, dtype=bool)
-    for part in parts:
-        for d in dets:
-            scores[d.name][part.positions] = part.scores[d.name]
-            pvals[d.name][part.positions] = part.p[d.name]
-        fired[part.positions] = part.fired
-        for k, v in part.timings.items():
+    if len(parts) == 1 and np.array_equal(parts[0].positions, np.arange(n)):
+        # one part holding every row in order (the unsharded run): its arrays are the night's, not
+        # copied (on a 5M-row night a copy is 80 MB per detector)
+        scores, pvals, fired = dict(parts[0].scores), dict(parts[0].p), parts[0].fired
+        for k, v in parts[0].timings.items():
             timings[k] = timings.get(k, 0.0) + v
+    else:
+        scores = {d.name: np.zeros(n) for d in dets}
+        pvals = {d.name: np.ones(n) for d in dets}
+        fired = np.zeros(n, dtype=bool)
+        for part in parts:
+            for d in dets:
+                scores[d.name][part.positions] = part.scores[d.name]
+                pvals[d.name][part.positions] = part.p[d.name]
+            fired[part.positions] = part.fired
+            for k, v in part.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
     context = frame.col("is_context", 0.0) > 0
     sig = small_lot_adjust(_combine(dets, pvals, n, config, frame), frame, config)
     unsupervised = sig
@@ -329,8 +336,14 @@ def score_night(
     The same three steps as the sharded run (:mod:`tradesentry.detection.sharding`), in one process:
     :func:`prepare_night`, :func:`score_shard` per shard (``shards`` > 1 splits by HS section as the
     sharded run does; the results are the same), :func:`merge_scores`."""
+    from tradesentry.warehouse import yield_memory
+
     prep = prepare_night(con, night, config, marts)
     frame = prep.bundle.subjects
+    # the night's features now live in Python too: DuckDB's share of the task's memory shrinks by
+    # as much (its temp tables spill; only the flagged rows and the writes read them again).
+    # run_detection restores the limit.
+    yield_memory(con, int(frame.df.memory_usage(index=False).sum()))
     if shards <= 1:
         parts = [score_shard(prep.detectors, frame)]
     else:
@@ -404,10 +417,21 @@ def _combine(
         fams["value"] = fams["value"] * factor
     if not fams:
         return np.zeros(n)
-    M = np.column_stack(list(fams.values()))
-    top = M.max(axis=1)
-    bonus = np.maximum(M - config.bonus_min, 0.0).sum(axis=1) - np.maximum(top - config.bonus_min, 0.0)
-    return top + config.bonus_weight * bonus
+    # family by family, in place: a (rows x families) matrix and its temporaries were the peak of a
+    # 5M-row night's detection
+    top = np.zeros(n)
+    excess = np.zeros(n)  # sum over families of max(L - bonus_min, 0)
+    tmp = np.empty(n)
+    for L in fams.values():
+        np.maximum(top, L, out=top)
+        np.subtract(L, config.bonus_min, out=tmp)
+        np.maximum(tmp, 0.0, out=tmp)
+        excess += tmp
+    np.subtract(top, config.bonus_min, out=tmp)
+    np.maximum(tmp, 0.0, out=tmp)
+    excess -= tmp  # the strongest family is not its own bonus
+    excess *= config.bonus_weight
+    return top + excess
 
 
 def run_detection(
@@ -426,14 +450,17 @@ def run_detection(
     shards, one after the other in this process (same results; the Airflow DAG's sharded tasks run
     them in parallel, :mod:`tradesentry.detection.sharding`). ``marts``: the schema of ``con`` the
     marts are read from (``tradesentry.warehouse_io.stage_detection_inputs``)."""
-    from tradesentry.warehouse import ensure_schema
+    from tradesentry.warehouse import ensure_schema, restore_memory_limit
 
     t0 = time.perf_counter()
     cfg = _config(settings, config)
     ensure_schema(con)
     outcomes = night_outcomes(settings, cfg, labels)
-    ns = score_night(con, night, cfg, outcomes, shards=shards, marts=marts)
-    return finish_night(con, ns, cfg, t0)
+    try:
+        ns = score_night(con, night, cfg, outcomes, shards=shards, marts=marts)
+        return finish_night(con, ns, cfg, t0)
+    finally:
+        restore_memory_limit(con)
 
 
 def night_outcomes(settings: Any, cfg: DetectionConfig, labels: dict[str, str] | None) -> dict[str, str]:
