@@ -119,6 +119,10 @@ class DetectionConfig:
     # median robust z of log value per kg at or below pattern_max_median_z against the window's HS6
     # peers; at most pattern_max_per_night per night, significance capped at pattern_max_significance
     trader_patterns: bool = True
+    # ... and the same test per route (reporter, flow, HS6, partner, origin) across traders: a route
+    # pattern spans at least pattern_route_min_traders traders (tradesentry.detection.patterns)
+    route_patterns: bool = True
+    pattern_route_min_traders: int = 3
     pattern_window_nights: int = 30
     pattern_min_declarations: int = 8
     pattern_max_median_z: float = -1.0

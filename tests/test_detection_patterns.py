@@ -1,5 +1,7 @@
-"""Pattern-level anomalies (``trader_pattern``) on the synthetic world with one trader that
-underprices moderately across many declarations and one control trader that prices normally."""
+"""Pattern-level anomalies on the synthetic world: one trader that underprices moderately across
+many declarations and one control trader that prices normally (``trader_pattern``); four traders
+that each declare a few imports of one route (partner and origin BD), all priced low, which no trader
+pattern can show (``route_pattern``)."""
 
 from __future__ import annotations
 
@@ -24,21 +26,28 @@ HS6 = "610910"
 PATTERN_TRADER, CONTROL_TRADER = "TXAPAT", "TXACTL"
 
 
-def _add_trader(world, trader: str, price_factor: float, seed: int, start: int) -> list[str]:
-    """14 imports of HS 610910 by ``trader`` (XA) over the pattern window, two of them tonight, each
-    priced at ``price_factor`` x the HS6's median (with a small spread); one more before the window.
-    Returns the keys inside the window."""
+ROUTE_TRADERS, ROUTE_PARTNER = ("TXAR1", "TXAR2", "TXAR3", "TXAR4"), "BD"
+
+
+def _add_trader(
+    world, trader: str, price_factor: float, seed: int, start: int, partner: str = "CN", offsets=None
+) -> list[str]:
+    """Imports of HS 610910 by ``trader`` (XA) from ``partner`` on the nights ``offsets`` before
+    tonight (default: 14 over the pattern window, two of them tonight, and one more before the
+    window), each priced at ``price_factor`` x the HS6's median (with a small spread). Returns the
+    keys inside the 15-night window."""
     rng = np.random.default_rng(seed)
     med = PRODUCTS[HS6][0]
-    offsets = [0, 0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 18]  # 18: outside the 15-night window
+    if offsets is None:
+        offsets = [0, 0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 18]  # 18: outside the 15-night window
     rows = []
     for i, off in enumerate(offsets):
         night = world.night - timedelta(days=off)
         mass = float(round(rng.uniform(200, 800), 1))
         value = round(med * mass * price_factor * float(rng.lognormal(0, 0.08)), 2)
         rows.append(
-            _decl(rng, "XA", start + i, night, "import", HS6, "CN", mass, value, round(mass / 0.2), f"P{trader}{i}",
-                  trader)
+            _decl(rng, "XA", start + i, night, "import", HS6, partner, mass, value, round(mass / 0.2),
+                  f"P{trader}{i}", trader)
         )  # fmt: skip
     world.decl = pd.concat([world.decl, pd.DataFrame(rows, columns=world.decl.columns)], ignore_index=True)
     return sorted(r["declaration_key"] for r, off in zip(rows, offsets, strict=True) if off < 15)
@@ -49,6 +58,13 @@ def world():
     w = make_world(transit_window_days=CFG.transit_window_days, later_nights=3)
     w.injected["pattern"] = _add_trader(w, PATTERN_TRADER, 0.62, seed=11, start=900001)
     w.injected["control"] = _add_trader(w, CONTROL_TRADER, 1.0, seed=12, start=910001)
+    # a route: 4 traders x 3 imports from BD at 0.65 x the median, fewer than a trader pattern needs
+    route: list[str] = []
+    for j, trader in enumerate(ROUTE_TRADERS):
+        offsets = [0, 4 + j, 9 + j] if j == 0 else [1 + j, 5 + j, 10 + j]
+        route += _add_trader(w, trader, 0.65, seed=20 + j, start=920001 + 100 * j, partner=ROUTE_PARTNER,
+                             offsets=offsets)  # fmt: skip
+    w.injected["route"] = sorted(route)
     return w
 
 
@@ -191,3 +207,44 @@ def test_sharded_files_merge_finds_the_same_pattern(world, scored, tmp_path):
         merge(w, world.night, CFG, work, labels={})
         got = _anoms(w, world.night)
     assert got == want and any(r[1] == "trader_pattern" for r in got)
+
+
+def test_route_pattern_across_traders(world, scored):
+    """The route's 12 declarations (4 traders, 3 each: no trader pattern) make one route pattern,
+    reported on the night one of them is declared, with the route and its numbers in the reasons."""
+    con, result = scored
+    rows = [r for r in _anoms(con, world.night) if r[1] == "route_pattern"]
+    assert len(rows) == 1, rows
+    aid, _kind, level, keys, primary, score, rank, reasons, stake, trader, peer_med, _ = rows[0]
+    assert level == "pattern" and rank >= 1 and trader is None
+    assert keys == world.injected["route"] and len(keys) == 12
+    assert aid == anomaly_id("route_pattern", keys)
+    assert primary in keys
+    assert result.by_kind.get("route_pattern") == 1
+    assert score == pytest.approx(
+        sign_test_significance(12, 12) / (sign_test_significance(12, 12) + 2), abs=1e-3
+    )
+    assert reasons[0].startswith(
+        f"Value pattern: route XA imports from {ROUTE_PARTNER} (origin {ROUTE_PARTNER}), 4 traders: "
+        f"12 imports of HS {HS6} over 15 nights"
+    ), reasons[0]
+    pct = int(reasons[0].split("median ")[1].split("%")[0])
+    assert 25 <= pct <= 45, reasons[0]
+    assert reasons[1].startswith("Systematic: 12 of 12 declarations below the peers' median")
+    d = world.decl.set_index("declaration_key").loc[keys]
+    expected = float(np.maximum(peer_med * d["net_mass_kg"] - d["customs_value_usd"], 0).sum())
+    assert stake == pytest.approx(expected, rel=1e-6)
+    # no trader pattern for the route's traders (3 declarations each), none for the CN route (the
+    # pattern trader's 14 low imports sit among the normal CN imports: one trader, not a route)
+    assert not [r for r in _anoms(con, world.night) if r[1] == "trader_pattern" and r[9] in ROUTE_TRADERS]
+
+
+def test_route_pattern_needs_enough_traders_and_can_be_switched_off(world, tmp_path):
+    con = duckdb.connect(str(tmp_path / "route.duckdb"))
+    load_world(con, world, up_to=world.night)
+    run_detection(con, world.night, config=replace(CFG, pattern_route_min_traders=5), labels={})
+    assert not [r for r in _anoms(con, world.night) if r[1] == "route_pattern"]
+    run_detection(con, world.night, config=replace(CFG, route_patterns=False), labels={})
+    kinds = {r[1] for r in _anoms(con, world.night)}
+    assert "route_pattern" not in kinds and "trader_pattern" in kinds
+    con.close()

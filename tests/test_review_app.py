@@ -382,9 +382,10 @@ def test_cli_create_user_reads_password_from_stdin(tmp_path, monkeypatch):
     assert u.role == "admin" and u.password_hash.startswith("scrypt$")
 
 
-def test_pattern_anomaly_detail_lists_its_declarations(tmp_path):
-    """A pattern-level anomaly (one trader's declarations over a window) shows all its declarations
-    and no unrelated consignment as its mirror."""
+@pytest.mark.parametrize("kind", ["trader_pattern", "route_pattern"])
+def test_pattern_anomaly_detail_lists_its_declarations(tmp_path, kind):
+    """A pattern-level anomaly (one trader's, or one route's, declarations over a window) shows all
+    its declarations and no unrelated consignment as its mirror."""
     import duckdb
 
     from tradesentry.publish import current_snapshot
@@ -407,12 +408,18 @@ def test_pattern_anomaly_detail_lists_its_declarations(tmp_path):
             ).fetchall()
         ]
         assert len(keys) >= 2
+        route = kind == "route_pattern"
+        subject = "route XA imports from BD (origin BD), 3 traders" if route else "trader XA|T1"
         con.execute(
             "insert into anomalies select * replace ('ffffffffffffffffffff' as anomaly_id, "
-            "'trader_pattern' as kind, 'pattern' as level, ?::varchar[] as declaration_keys, "
+            "? as kind, 'pattern' as level, ?::varchar[] as declaration_keys, "
             "? as primary_key, [? || ': 4 imports of HS 610910 over 30 nights, median 38% below']::varchar[] "
-            "as reasons) from anomalies where anomaly_id = ?",
-            [keys, keys[0], "Value pattern: trader XA|T1", first],
+            "as reasons, "
+            "case when ? then null else trader_id end as trader_id, "
+            "case when ? then null else trader_name end as trader_name, "
+            "case when ? then 'BD' else partner_country end as partner_country) "
+            "from anomalies where anomaly_id = ?",
+            [kind, keys, keys[0], f"Value pattern: {subject}", route, route, route, first],
         )
         con.execute(
             "insert into anomaly_declarations select 'ffffffffffffffffffff', k, 'subject' "
@@ -424,7 +431,11 @@ def test_pattern_anomaly_detail_lists_its_declarations(tmp_path):
     c, _ = client_for(create_app(env.settings), "lead1")
     r = c.get("/anomalies/ffffffffffffffffffff")
     assert r.status_code == 200, r.text
-    assert "Trader pattern" in r.text and "Declarations in the pattern" in r.text
+    assert (
+        "Route pattern" if route else "Trader pattern"
+    ) in r.text and "Declarations in the pattern" in r.text
+    if route:
+        assert "route from BD" in r.text and "None" not in r.text.split('id="pattern-declarations"')[1][:400]
     for k in keys:
         assert k in r.text
     api = c.get("/api/anomalies/ffffffffffffffffffff").json()

@@ -82,6 +82,8 @@ class Settings:
     max_anomalies_per_night: int = _DETECTION.max_anomalies_per_night
     # pattern-level anomalies (docs/configuration.md)
     trader_patterns: bool = _DETECTION.trader_patterns
+    route_patterns: bool = _DETECTION.route_patterns
+    pattern_route_min_traders: int = _DETECTION.pattern_route_min_traders
     pattern_window_nights: int = _DETECTION.pattern_window_nights
     pattern_min_declarations: int = _DETECTION.pattern_min_declarations
     pattern_max_median_z: float = _DETECTION.pattern_max_median_z

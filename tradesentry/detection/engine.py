@@ -75,6 +75,7 @@ FIELD_OF_KIND = {
     "orphan_export": "consignment",
     "random_audit": "",
     "trader_pattern": "value",
+    "route_pattern": "value",
 }
 CONSIGNMENT_KINDS = {"mirror_value_mismatch", "mirror_mass_mismatch", "hs_mismatch"}
 FAMILY_KIND = {

@@ -1,4 +1,4 @@
-"""Pattern-level anomalies: a trader systematically priced below its peers over a window.
+"""Pattern-level anomalies: a trader, or a route, systematically priced below its peers over a window.
 
 A ``trader_pattern`` is one (reporter country, trader, flow, HS6) whose declarations of the last
 P nights up to and including night N (P = ``pattern_window_nights``, at most the history window W)
@@ -10,6 +10,12 @@ P nights up to and including night N (P = ``pattern_window_nights``, at most the
   cleaned median and spread of nights N-W .. N-1, HS6 groups of at least ``min_peer_group``),
 
 while each declaration may be unremarkable on its own (above the peer-price rule's threshold).
+
+A ``route_pattern`` is the same test on one (reporter country, flow, HS6, partner country, origin
+country) across traders: goods of one origin coming through one partner priced low by several
+traders at once (a supplier invoicing low, or a whole route's importers agreeing on a price), which
+no trader pattern shows. It must span at least ``pattern_route_min_traders`` traders, so that one
+trader's pattern is not reported a second time as a route.
 
 The declarations are read as of N (``fct_declarations`` plus the versions in
 ``fct_declaration_history`` replaced only after N), so a rerun of N finds the same rows; the peer
@@ -49,7 +55,14 @@ from tradesentry.detection.features import as_of_select, date_literal
 
 PATTERN_KIND = "trader_pattern"
 PATTERN_DETECTOR = "trader_pattern"
-PATTERN_VERSION = "1.0"
+ROUTE_KIND = "route_pattern"
+ROUTE_DETECTOR = "route_pattern"
+PATTERN_VERSION = "1.1"
+# the columns that make one pattern, by kind
+GROUPS = {
+    PATTERN_KIND: ("reporter_country", "trader_id", "flow", "hs6"),
+    ROUTE_KIND: ("reporter_country", "flow", "hs6", "partner_country", "origin_country"),
+}
 
 
 def window_nights(cfg: DetectionConfig) -> int:
@@ -61,7 +74,7 @@ def _decl_sql(con: duckdb.DuckDBPyConnection, night: date, cfg: DetectionConfig,
     lo = date_literal(night - timedelta(days=window_nights(cfg) - 1))
     where = f"night between {lo} and {date_literal(night)}"
     cols = """select declaration_key as key, reporter_country, trader_id, trader_name, night,
-            lower(flow) as flow, hs6, cast(net_mass_kg as double) as mass,
+            lower(flow) as flow, hs6, partner_country, origin_country, cast(net_mass_kg as double) as mass,
             cast(customs_value_usd as double) as value, source_file, cast(source_line as integer) as source_line"""
     return as_of_select(con, marts, cols, where, night)
 
@@ -76,8 +89,30 @@ def find_trader_patterns(
     """One row per trader pattern of ``night`` (see the module's docstring), ordered by reporter
     country, trader, flow and HS6; the declarations in ``keys`` (sorted), per-declaration numbers in
     lists ordered by key. ``peers``: (flow, hs6, n, median_log_uv, spread) of the history window."""
+    return find_patterns(con, night, peers, cfg, PATTERN_KIND, marts)
+
+
+def find_patterns(
+    con: duckdb.DuckDBPyConnection,
+    night: date,
+    peers: pd.DataFrame,
+    cfg: DetectionConfig,
+    kind: str = PATTERN_KIND,
+    marts: str = "marts",
+) -> pd.DataFrame:
+    """The patterns of one ``kind`` (:data:`GROUPS`) of ``night``, one row per group in the group's
+    column order; the columns of :func:`find_trader_patterns`, plus ``traders`` (distinct traders)."""
+    group = ", ".join(GROUPS[kind])
+    # "is not distinct from": a route's origin may be unknown (one group of its own, not dropped)
+    same = " and ".join(f"z.{c} is not distinct from q.{c}" for c in GROUPS[kind])
     cols = ["flow", "hs6", "n", "median_log_uv", "spread"]
     p = peers[cols] if not peers.empty else pd.DataFrame({c: [] for c in cols})
+    if kind == ROUTE_KIND:
+        member = "d.partner_country is not null"
+        having = f"and count(distinct trader_id) >= {int(cfg.pattern_route_min_traders)}"
+    else:
+        member = "d.trader_id is not null"
+        having = ""
     con.register("_ts_pattern_peers", p)
     try:
         return con.execute(
@@ -88,21 +123,23 @@ def find_trader_patterns(
                     (ln(d.value / d.mass) - p.median_log_uv) / p.spread as z,
                     p.median_log_uv as med, p.spread, p.n as peer_n
                 from d join _ts_pattern_peers p on p.flow = d.flow and p.hs6 = d.hs6
-                where d.trader_id is not null and d.value > 0 and d.mass > 0
+                where {member} and d.value > 0 and d.mass > 0
                     and p.n >= {int(cfg.min_peer_group)}
             ),
             -- the groups that make a pattern, found before the per-group lists are built: collecting
             -- every group's keys first took gigabytes at a million declarations a night
             qualifying as (
-                select reporter_country, trader_id, flow, hs6
+                select {group}
                 from z
-                group by reporter_country, trader_id, flow, hs6
+                group by {group}
                 having count(*) >= {int(cfg.pattern_min_declarations)}
                     and median(z) <= {float(cfg.pattern_max_median_z)}
                     and count(*) filter (where night = {date_literal(night)}) > 0
+                    {having}
             )
-            select reporter_country, trader_id, flow, hs6,
+            select {group},
                 max(trader_name) as trader_name,
+                count(distinct trader_id) as traders,
                 count(*) as n,
                 count(*) filter (where l_uv < med) as below,
                 count(*) filter (where night = {date_literal(night)}) as tonight,
@@ -120,9 +157,9 @@ def find_trader_patterns(
                     struct_pack(tn := night = {date_literal(night)}, gap := exp(med) * mass - value, k := key))
                     as primary_row
             from z
-            inner join qualifying using (reporter_country, trader_id, flow, hs6)
-            group by reporter_country, trader_id, flow, hs6
-            order by reporter_country, trader_id, flow, hs6""",
+            semi join qualifying q on {same}
+            group by {group}
+            order by {group}""",
         ).df()
     finally:
         con.unregister("_ts_pattern_peers")
@@ -141,14 +178,26 @@ def _pct_below(ratio: float) -> str:
     return f"{(1.0 - ratio) * 100:.0f}%"
 
 
-def pattern_reasons(r: dict[str, Any], cfg: DetectionConfig, p_value: float) -> list[str]:
+def _subject(r: dict[str, Any], kind: str) -> str:
+    """Who or what the pattern is about, in the reasons' words."""
+    if kind == ROUTE_KIND:
+        origin = r.get("origin_country") or "unknown"
+        return (
+            f"route {r['reporter_country']} {r['flow']}s from {r['partner_country']} (origin {origin}), "
+            f"{int(r['traders'])} traders"
+        )
+    return f"trader {r['reporter_country']}|{r['trader_id']}"
+
+
+def pattern_reasons(
+    r: dict[str, Any], cfg: DetectionConfig, p_value: float, kind: str = PATTERN_KIND
+) -> list[str]:
     """Three plain-word reasons with the numbers."""
     n, hs6, flow = int(r["n"]), r["hs6"], r["flow"]
-    trader = f"{r['reporter_country']}|{r['trader_id']}"
     ratio = float(r["median_uv"]) / float(r["peer_median_uv"])
     P = window_nights(cfg)
     first = (
-        f"Value pattern: trader {trader}: {n} {flow}s of HS {hs6} over {P} nights "
+        f"Value pattern: {_subject(r, kind)}: {n} {flow}s of HS {hs6} over {P} nights "
         f"({int(r['nights'])} nights with declarations, {int(r['tonight'])} tonight), median "
         f"{_pct_below(ratio)} below the peers' price (median {fmt_num(float(r['median_uv']))} USD/kg vs the "
         f"peers' {fmt_num(float(r['peer_median_uv']))} USD/kg over {int(r['peer_n'])} declarations; "
@@ -180,60 +229,65 @@ def build_pattern_anomalies(
     version: str,
     marts: str = "marts",
 ) -> list[dict[str, Any]]:
-    """The night's trader patterns as rows of the anomaly table (``rank`` 0: the caller ranks them
-    with the declaration-level anomalies), the best ``pattern_max_per_night`` by score, ties by id.
-    ``_pos`` is None: a pattern has no single feature row, so it stays out of the feedback model's
-    feature store."""
-    if not cfg.trader_patterns or cfg.pattern_max_per_night <= 0:
+    """The night's trader and route patterns as rows of the anomaly table (``rank`` 0: the caller
+    ranks them with the declaration-level anomalies), the best ``pattern_max_per_night`` of both
+    kinds together by score, ties by id. ``_pos`` is None: a pattern has no single feature row, so it
+    stays out of the feedback model's feature store."""
+    if cfg.pattern_max_per_night <= 0:
         return []
-    found = find_trader_patterns(con, night, peers, cfg, marts)
+    kinds = [k for k, on in ((PATTERN_KIND, cfg.trader_patterns), (ROUTE_KIND, cfg.route_patterns)) if on]
     out: list[dict[str, Any]] = []
-    for r in found.to_dict("records"):
-        keys = sorted(str(k) for k in r["keys"])
-        n, below = int(r["n"]), int(r["below"])
-        L_raw = sign_test_significance(n, below)
-        p_value = 10.0 ** (-L_raw)
-        L = min(L_raw, float(cfg.pattern_max_significance))
-        primary = r["primary_row"]  # tonight's declaration with the largest shortfall
-        out.append(
-            {
-                "anomaly_id": anomaly_id(PATTERN_KIND, keys),
-                "night": night,
-                "kind": PATTERN_KIND,
-                "level": "pattern",
-                "declaration_keys": keys,
-                "primary_key": str(primary["k"]),
-                "reporter_country": r["reporter_country"],
-                "partner_country": None,
-                "countries": [r["reporter_country"]],
-                "flow": r["flow"],
-                "hs6": r["hs6"],
-                "trader_id": r["trader_id"],
-                "trader_name": r["trader_name"],
-                "score": L / (L + 2.0),
-                "rank": 0,
-                "detectors": [PATTERN_DETECTOR],
-                "detector_scores": json.dumps({PATTERN_DETECTOR: round(float(r["median_z"]), 6)}),
-                "tail_probabilities": json.dumps({PATTERN_DETECTOR: float(f"{p_value:.4g}")}),
-                "reasons": pattern_reasons(r, cfg, p_value),
-                "peer_median_usd_per_kg": float(r["peer_median_uv"]),
-                "peer_count": int(r["peer_n"]),
-                "unit_value_usd_per_kg": float(r["median_uv"]),
-                "value_at_stake_usd": float(r["value_at_stake"]),
-                "detector_version": version,
-                "is_audit_pick": False,
-                "source_file": primary["f"],
-                "source_line": int(primary["l"]) if primary["l"] is not None else None,
-                "_pos": None,
-            }
-        )
+    for kind in kinds:
+        detector = PATTERN_DETECTOR if kind == PATTERN_KIND else ROUTE_DETECTOR
+        for r in find_patterns(con, night, peers, cfg, kind, marts).to_dict("records"):
+            keys = sorted(str(k) for k in r["keys"])
+            n, below = int(r["n"]), int(r["below"])
+            L_raw = sign_test_significance(n, below)
+            p_value = 10.0 ** (-L_raw)
+            L = min(L_raw, float(cfg.pattern_max_significance))
+            primary = r["primary_row"]  # tonight's declaration with the largest shortfall
+            route = kind == ROUTE_KIND
+            out.append(
+                {
+                    "anomaly_id": anomaly_id(kind, keys),
+                    "night": night,
+                    "kind": kind,
+                    "level": "pattern",
+                    "declaration_keys": keys,
+                    "primary_key": str(primary["k"]),
+                    "reporter_country": r["reporter_country"],
+                    "partner_country": r["partner_country"] if route else None,
+                    "countries": [r["reporter_country"]],
+                    "flow": r["flow"],
+                    "hs6": r["hs6"],
+                    "trader_id": None if route else r["trader_id"],
+                    "trader_name": None if route else r["trader_name"],
+                    "score": L / (L + 2.0),
+                    "rank": 0,
+                    "detectors": [detector],
+                    "detector_scores": json.dumps({detector: round(float(r["median_z"]), 6)}),
+                    "tail_probabilities": json.dumps({detector: float(f"{p_value:.4g}")}),
+                    "reasons": pattern_reasons(r, cfg, p_value, kind),
+                    "peer_median_usd_per_kg": float(r["peer_median_uv"]),
+                    "peer_count": int(r["peer_n"]),
+                    "unit_value_usd_per_kg": float(r["median_uv"]),
+                    "value_at_stake_usd": float(r["value_at_stake"]),
+                    "detector_version": version,
+                    "is_audit_pick": False,
+                    "source_file": primary["f"],
+                    "source_line": int(primary["l"]) if primary["l"] is not None else None,
+                    "_pos": None,
+                }
+            )
     out.sort(key=lambda a: (-a["score"], a["anomaly_id"]))
     return out[: int(cfg.pattern_max_per_night)]
 
 
 __all__ = [
     "PATTERN_KIND",
+    "ROUTE_KIND",
     "build_pattern_anomalies",
+    "find_patterns",
     "find_trader_patterns",
     "sign_test_significance",
     "window_nights",
