@@ -158,3 +158,29 @@ def test_simulated_decisions_take_the_top_of_each_queue_then_audit_picks():
     got = simulate_decisions(con, _truth(), N0, N0 + timedelta(days=5), budget=3, audit_share=0.0)
     assert got == {"a3": "dismissed", "a1": "confirmed", "a2": "confirmed"}
     assert simulate_decisions(con, _truth(), N0, N0, budget=0, audit_share=0.1) == {}
+
+
+def test_feedback_table_reports_what_the_last_night_learned():
+    """The learning-from-analysts table says, per budget, the classifier's skill and weight (or that
+    no model was fitted), so an unchanged ranking is explained, not just shown."""
+    from tradesentry.evaluation.report import sample_section
+    from tradesentry.evaluation.run import SAMPLES, SampleResult, _feedback_row
+
+    rep = judge("x", ["a", "b", "c", "d"], [0.9, 0.8, 0.1, 0.0], [True, False, True, False], ["u", "", "w", ""])
+    first, last = date(2026, 11, 13), date(2026, 11, 27)
+    res = SampleResult(
+        spec=SAMPLES["A"], rows=4, positives=2, by_kind_total={"u": 1, "w": 1}, excluded_phantoms=0,
+        truth_missing=0, rankings=[rep, rep, rep], explanations=(1, 2, 0.5),
+        explanations_by_kind={"u": (1, 1)}, detect_seconds={"nights": 1, "seconds": 1.0, "per_night": 1.0},
+        feedback=[
+            _feedback_row(0, {}, rep, first, last),
+            _feedback_row(3, {"x": "confirmed", "y": "dismissed", "z": "dismissed"}, rep, first, last,
+                          {"labels": 3, "confirmed": 1, "weight": 0.05, "skill": 0.125, "digest": "d"}),
+        ],
+    )  # fmt: skip
+    lines = sample_section(res)
+    rows = [line for line in lines if line.startswith("| 0 (") or line.startswith("| 3 (")]
+    assert rows[0].endswith("| no model |")
+    assert rows[1].startswith("| 3 (1 / 2) |") and rows[1].endswith("| 0.125, 0.050 |")
+    header = next(line for line in lines if line.startswith("| decisions"))
+    assert header.endswith("| learned: skill, weight |")

@@ -159,12 +159,16 @@ def yield_memory(con: duckdb.DuckDBPyConnection, nbytes: int, floor_bytes: int =
 
 
 def restore_memory_limit(con: duckdb.DuckDBPyConnection) -> None:
-    """Back to the limit :func:`connect` set."""
+    """Back to the limit :func:`connect` set. Called in a ``finally``: a failure here must not hide
+    the error that brought it there."""
     limit = configured_memory_limit()
-    if limit:
-        con.execute(f"set memory_limit = '{limit}'")
-    else:
-        con.execute("reset memory_limit")
+    try:
+        if limit:
+            con.execute(f"set memory_limit = '{limit}'")
+        else:
+            con.execute("reset memory_limit")
+    except duckdb.Error:
+        return
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

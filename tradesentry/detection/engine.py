@@ -255,8 +255,6 @@ def merge_scores(
         # one part holding every row in order (the unsharded run): its arrays are the night's, not
         # copied (on a 5M-row night a copy is 80 MB per detector)
         scores, pvals, fired = dict(parts[0].scores), dict(parts[0].p), parts[0].fired
-        for k, v in parts[0].timings.items():
-            timings[k] = timings.get(k, 0.0) + v
     else:
         scores = {d.name: np.zeros(n) for d in dets}
         pvals = {d.name: np.ones(n) for d in dets}
@@ -266,8 +264,9 @@ def merge_scores(
                 scores[d.name][part.positions] = part.scores[d.name]
                 pvals[d.name][part.positions] = part.p[d.name]
             fired[part.positions] = part.fired
-            for k, v in part.timings.items():
-                timings[k] = timings.get(k, 0.0) + v
+    for part in parts:
+        for k, v in part.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
     context = frame.col("is_context", 0.0) > 0
     sig = small_lot_adjust(_combine(dets, pvals, n, config, frame), frame, config)
     unsupervised = sig

@@ -104,20 +104,28 @@ def sample_section(res: SampleResult) -> list[str]:
             f"Learning from analysts: decisions simulated on the anomaly tables of nights {s.eval_first} .. "
             f"the night before {fb0['first']} (top of each night's queue, then {fb0.get('audit_share', 0.1):.0%} "
             f"random audit picks; outcome from the ground truth; a budget larger than the queues gives fewer "
-            f"decisions), nights {fb0['first']} .. {fb0['last']} rescored with them:",
+            f"decisions), nights {fb0['first']} .. {fb0['last']} rescored with them. The last column is what "
+            f"the last night learned (`tradesentry.detection.feedback`): the classifier's out-of-fold skill "
+            f"over the unsupervised ranking on the labelled rows (0: no better) and the weight its term got.",
             "",
             "| decisions (confirmed / dismissed) | "
             + " | ".join(f"P@{x:.0%}" for x in SHARES)
-            + " | average precision | lowest recall at 2% by kind |",
-            "|---" * (3 + len(SHARES)) + "|",
+            + " | average precision | lowest recall at 2% by kind | learned: skill, weight |",
+            "|---" * (4 + len(SHARES)) + "|",
         ]
         for row in res.feedback:
             r: RankingReport = row["report"]
             low = min(((rec, k) for k, (_, _, rec) in r.recall_by_kind.items()), default=(float("nan"), ""))
+            learned = row.get("learned") or {}
+            model = (
+                f"{_f(float(learned['skill']))}, {_f(float(learned['weight']))}"
+                if "skill" in learned
+                else "no model"
+            )
             out.append(
                 f"| {row['decisions']} ({row['confirmed']} / {row['dismissed']}) | "
                 + " | ".join(_f(r.precision[x]) for x in SHARES)
-                + f" | {_f(r.average_precision)} | {_f(low[0])} ({low[1]}) |"
+                + f" | {_f(r.average_precision)} | {_f(low[0])} ({low[1]}) | {model} |"
             )
         out.append("")
     return out

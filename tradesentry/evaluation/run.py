@@ -97,20 +97,25 @@ def detect_nights(
     scored: Iterable[date],
     config: DetectionConfig | None = None,
     labels: dict[str, str] | None = None,
-) -> dict[str, float]:
-    """run_detection for each night (labels: simulated analysts' decisions, else none at all)."""
+) -> dict[str, Any]:
+    """run_detection for each night (labels: simulated analysts' decisions, else none at all). Also
+    returns what the last night learned from the labels (``feedback``: labels used, skill, weight)."""
     from tradesentry.detection.engine import run_detection
     from tradesentry.warehouse import open_warehouse
 
     cfg = config or DetectionConfig.from_settings(settings)
     t0 = time.perf_counter()
     n = 0
+    learned: dict[str, Any] = {}
     with open_warehouse(settings.warehouse) as con:
         for night in scored:
-            run_detection(con, night, settings, config=cfg, labels=labels if labels is not None else {})
+            result = run_detection(
+                con, night, settings, config=cfg, labels=labels if labels is not None else {}
+            )
+            learned = dict(result.feedback)
             n += 1
     wall = time.perf_counter() - t0
-    return {"nights": n, "seconds": wall, "per_night": wall / max(n, 1)}
+    return {"nights": n, "seconds": wall, "per_night": wall / max(n, 1), "feedback": learned}
 
 
 # ------------------------------------------------------------------------------------------ truth
@@ -350,24 +355,27 @@ def feedback_runs(
         progress(
             f"sample {spec.name}: rescoring {split} .. {spec.last} with {len(labels)} simulated decisions"
         )
-        detect_nights(settings, measured, cfg, labels=labels)
+        learned = detect_nights(settings, measured, cfg, labels=labels)["feedback"]
         with open_warehouse(settings.warehouse) as con:
             p = collect(con, truth, split, spec.last, cfg.transit_window_days).df
-        out.append(
-            _feedback_row(
-                b, labels, judge(str(b), p["key"], p["score"], p["label"], p["kind"]), split, spec.last
-            )
-        )
+        report = judge(str(b), p["key"], p["score"], p["label"], p["kind"])
+        out.append(_feedback_row(b, labels, report, split, spec.last, learned))
     # leave the warehouse as the nightly run would have it (no simulated decisions)
     detect_nights(settings, measured, cfg)
     return out
 
 
 def _feedback_row(
-    budget: int, labels: dict[str, str], rep: RankingReport, first: date, last: date
+    budget: int,
+    labels: dict[str, str],
+    rep: RankingReport,
+    first: date,
+    last: date,
+    learned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     confirmed = sum(1 for v in labels.values() if v == "confirmed")
     return {
+        "learned": dict(learned or {}),
         "budget": budget,
         "decisions": len(labels),
         "confirmed": confirmed,
