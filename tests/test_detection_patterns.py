@@ -248,3 +248,28 @@ def test_route_pattern_needs_enough_traders_and_can_be_switched_off(world, tmp_p
     kinds = {r[1] for r in _anoms(con, world.night)}
     assert "route_pattern" not in kinds and "trader_pattern" in kinds
     con.close()
+
+
+def test_chance_patterns_among_many_groups_are_not_reported(world, scored):
+    """With a loose threshold (3 declarations, median below the peers' median) many groups pass the
+    median test by chance; only those whose sign test beats 1 / (groups tested) are reported: the
+    injected trader's and the route's, not the chance ones."""
+    from tradesentry.detection.features import build_features, drop_temp_tables
+    from tradesentry.detection.patterns import build_pattern_anomalies, find_patterns
+
+    con, _ = scored
+    loose = replace(CFG, pattern_min_declarations=3, pattern_max_median_z=0.0, pattern_max_per_night=100)
+    bundle = build_features(con, world.night, loose)
+    try:
+        found = find_patterns(con, world.night, bundle.peer_stats_hs6, loose, "trader_pattern")
+        reported = build_pattern_anomalies(con, world.night, bundle.peer_stats_hs6, loose, "v")
+    finally:
+        drop_temp_tables(con)
+    tested = int(found["tested"].iloc[0])
+    chance = found[found["trader_id"] != PATTERN_TRADER]
+    assert len(chance) >= 3 and tested > len(found)  # groups that pass the median test by chance
+    assert all(sign_test_significance(int(r.n), int(r.below)) < np.log10(tested) for r in chance.itertuples())
+    traders = {a["trader_id"] for a in reported if a["kind"] == "trader_pattern"}
+    assert traders == {PATTERN_TRADER}
+    routes = [a["declaration_keys"] for a in reported if a["kind"] == "route_pattern"]
+    assert routes == [world.injected["route"]]
