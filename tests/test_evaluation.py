@@ -166,7 +166,9 @@ def test_feedback_table_reports_what_the_last_night_learned():
     from tradesentry.evaluation.report import sample_section
     from tradesentry.evaluation.run import SAMPLES, SampleResult, _feedback_row
 
-    rep = judge("x", ["a", "b", "c", "d"], [0.9, 0.8, 0.1, 0.0], [True, False, True, False], ["u", "", "w", ""])
+    rep = judge(
+        "x", ["a", "b", "c", "d"], [0.9, 0.8, 0.1, 0.0], [True, False, True, False], ["u", "", "w", ""]
+    )
     first, last = date(2026, 11, 13), date(2026, 11, 27)
     res = SampleResult(
         spec=SAMPLES["A"], rows=4, positives=2, by_kind_total={"u": 1, "w": 1}, excluded_phantoms=0,
