@@ -26,7 +26,7 @@ declaration's score.
 
 **Multiple testing.** Every group with enough declarations, one of them tonight, is tested: on a
 large night that is tens of thousands of groups, and some of them pass the median threshold by
-chance (on the benchmark's 5M-row night of random prices, 277 routes of 8 to 12 declarations did).
+chance (on the benchmark's 5M-row night of random prices, 277 routes of 8 to 14 declarations did).
 A pattern is reported only when its sign test's p-value is at most 1 / m, m the number of groups of
 its kind tested that night (Bonferroni at one chance pattern a night): 12 declarations all below
 the median need m under 4,096.
