@@ -86,19 +86,6 @@ def _decl_sql(con: duckdb.DuckDBPyConnection, night: date, cfg: DetectionConfig,
     return as_of_select(con, marts, cols, where, night)
 
 
-def find_trader_patterns(
-    con: duckdb.DuckDBPyConnection,
-    night: date,
-    peers: pd.DataFrame,
-    cfg: DetectionConfig,
-    marts: str = "marts",
-) -> pd.DataFrame:
-    """One row per trader pattern of ``night`` (see the module's docstring), ordered by reporter
-    country, trader, flow and HS6; the declarations in ``keys`` (sorted), per-declaration numbers in
-    lists ordered by key. ``peers``: (flow, hs6, n, median_log_uv, spread) of the history window."""
-    return find_patterns(con, night, peers, cfg, PATTERN_KIND, marts)
-
-
 def find_patterns(
     con: duckdb.DuckDBPyConnection,
     night: date,
@@ -107,8 +94,11 @@ def find_patterns(
     kind: str = PATTERN_KIND,
     marts: str = "marts",
 ) -> pd.DataFrame:
-    """The patterns of one ``kind`` (:data:`GROUPS`) of ``night``, one row per group in the group's
-    column order; the columns of :func:`find_trader_patterns`, plus ``traders`` (distinct traders)."""
+    """The groups of one ``kind`` (:data:`GROUPS`) of ``night`` that pass the median test (see the
+    module's docstring; the multiple-testing gate is applied by :func:`build_pattern_anomalies`),
+    ordered by the group's columns: the declarations in ``keys`` (sorted), counts, medians, value at
+    stake, ``traders`` (distinct traders) and ``tested`` (groups of the kind tested that night).
+    ``peers``: (flow, hs6, n, median_log_uv, spread) of the history window."""
     group = ", ".join(GROUPS[kind])
     # "is not distinct from": a route's origin may be unknown (one group of its own, not dropped)
     same = " and ".join(f"z.{c} is not distinct from q.{c}" for c in GROUPS[kind])
@@ -310,7 +300,6 @@ __all__ = [
     "ROUTE_KIND",
     "build_pattern_anomalies",
     "find_patterns",
-    "find_trader_patterns",
     "sign_test_significance",
     "window_nights",
 ]
