@@ -531,6 +531,14 @@ def test_dbt_error_names_the_failing_node(built):
             in_process=False,  # the child-process mode gives the same error
         )
     assert "model.tradesentry.int_declarations_converted" in str(err.value)
+    with pytest.raises(DbtRunError) as err:
+        run_dbt(
+            ["run", "--select", "int_declarations_converted", "--vars", '{"target_hs_edition": "HS2022\'x"}'],
+            built["settings"],
+            write_json=False,  # as the nightly builds: the failures come from dbt's in-memory result
+        )
+    assert "model.tradesentry.int_declarations_converted" in str(err.value)
+    assert err.value.failures[0][0] == "model.tradesentry.int_declarations_converted"
     _assert_unlocked(built["settings"].warehouse)
     assert err.value.failures and err.value.failures[0][1] == "error"
     # A failed model leaves the previous table in place and the warehouse unlocked.
@@ -583,6 +591,30 @@ def _sorted_rows(snap: dict[str, list[dict]]) -> dict[str, list[tuple]]:
         return tuple(sorted(r.items())) if isinstance(r, dict) else tuple(r)
 
     return {t: sorted((row(r) for r in rows), key=repr) for t, rows in snap.items()}
+
+
+def test_nightly_builds_keep_the_parsed_project(built, tmp_path):
+    """The nightly harmonise and marts builds alternate as-of nights without re-parsing the project:
+    the as-of night is read only when models execute, so dbt's partial-parse file stays valid; and
+    they skip dbt's JSON artifacts but still report every node."""
+    settings = _copy_settings(built["settings"], tmp_path)
+    log = settings.logs / "dbt" / "dbt.log"
+    harmonise(settings)  # the copy's first invocation parses (its own target directory)
+    before = log.read_text(encoding="utf-8")
+    manifest = settings.data_dir / "dbt" / "target" / "manifest.json"
+    manifest_mtime = manifest.stat().st_mtime_ns if manifest.exists() else None
+    marts = build_marts(settings, vars={"as_of_night": N3.isoformat()})
+    again = harmonise(settings)
+    build_marts(settings, vars={"as_of_night": N4.isoformat()})
+    appended = log.read_text(encoding="utf-8")[len(before) :]
+    assert appended.count("no changes found, skipping parsing") == 3, appended[-3000:]
+    assert "Partial parsing: updated file" not in appended
+    assert (manifest.stat().st_mtime_ns if manifest.exists() else None) == manifest_mtime
+    assert "model.tradesentry.fct_declarations" in marts.nodes("success")
+    assert "model.tradesentry.int_declarations_converted" in again.nodes("success")
+    # The as-of night still reaches the SQL that ran (the last build's).
+    compiled = settings.data_dir / "dbt" / "target" / "compiled" / "tradesentry" / "models" / "marts"
+    assert f"cast('{N4.isoformat()}' as date)" in (compiled / "fct_consignment_matches.sql").read_text()
 
 
 @pytest.fixture(scope="module")
