@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_detection_synth import PRODUCTS, _decl, load_world, make_world
 
 from tradesentry.detection import DetectionConfig, anomaly_id, run_detection
-from tradesentry.detection.patterns import sign_test_significance
+from tradesentry.detection.patterns import PATTERN_VERSION, sign_test_significance
 
 CFG = DetectionConfig(history_window_nights=20, transit_window_days=10, pattern_window_nights=15)
 HS6 = "610910"
@@ -90,8 +90,9 @@ def test_pattern_anomaly_keys_id_reasons_and_stake(world, scored):
     con, result = scored
     rows = [r for r in _anoms(con, world.night) if r[1] == "trader_pattern"]
     assert [r[9] for r in rows] == [PATTERN_TRADER], rows
-    aid, kind, level, keys, primary, score, rank, reasons, stake, _, peer_med, _ = rows[0]
+    aid, kind, level, keys, primary, score, rank, reasons, stake, _, peer_med, version = rows[0]
     assert kind == "trader_pattern" and level == "pattern" and rank >= 1
+    assert f";patterns={PATTERN_VERSION};" in version and version == result.detector_version
     assert keys == world.injected["pattern"] and len(keys) == 14
     assert aid == anomaly_id("trader_pattern", list(reversed(keys)))
     assert primary in keys and primary.startswith("XA|")

@@ -60,7 +60,7 @@ from tradesentry.detection.feedback import (
     read_outcomes,
     store_rows,
 )
-from tradesentry.detection.patterns import build_pattern_anomalies
+from tradesentry.detection.patterns import PATTERN_VERSION, build_pattern_anomalies
 
 ENGINE_VERSION = "1.0"
 
@@ -144,7 +144,8 @@ class DetectionResult:
 def detector_version(detectors: list[Detector], config: DetectionConfig) -> str:
     cfg = hashlib.sha256(repr(config).encode()).hexdigest()[:8]
     parts = ",".join(f"{d.name}={d.version}" for d in detectors)
-    return f"engine={ENGINE_VERSION};{parts};config={cfg}"
+    # The pattern queries are not Detector objects, but a change to them changes the rows too.
+    return f"engine={ENGINE_VERSION};{parts};patterns={PATTERN_VERSION};config={cfg}"
 
 
 def _config(settings: Any, config: DetectionConfig | None) -> DetectionConfig:
