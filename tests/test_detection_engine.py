@@ -256,3 +256,21 @@ def test_detection_gives_duckdb_memory_back_and_restores_the_limit(world, tmp_pa
         assert warehouse.memory_limit_bytes(con) == configured  # and given back
     finally:
         con.close()
+
+
+def test_settings_memory_limit_reaches_the_connections(world, tmp_path, monkeypatch):
+    """A Settings built in code (no environment) caps the warehouse connections the stages open,
+    and detection gives the connection back with that cap, not the environment's."""
+    from tradesentry import warehouse
+
+    monkeypatch.delenv("TRADESENTRY_DUCKDB_MEMORY_LIMIT", raising=False)
+    settings = Settings(data_dir=tmp_path / "data", duckdb_memory_limit="2GB").resolve()
+    tol = 0.11 * (1 << 30)
+    with warehouse.open_settings_warehouse(settings) as con:
+        configured = warehouse.memory_limit_bytes(con)
+        assert configured is not None and abs(configured - 2e9) < tol
+        load_world(con, world, up_to=world.night)
+        run_detection(con, world.night, settings=settings, config=CFG, labels={})
+        assert warehouse.memory_limit_bytes(con) == configured
+    with warehouse.open_settings_warehouse(settings, read_only=True) as con:
+        assert warehouse.memory_limit_bytes(con) == configured

@@ -77,14 +77,14 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_export_scores(args: argparse.Namespace, settings: Settings) -> int:
     from tradesentry.detection.export import export_scores
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     first = args.first or args.night
     last = args.last or args.night or first
     if first is None:
         print("give --night or --from/--to", file=sys.stderr)
         return 2
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         n = export_scores(con, first, last, Path(args.out))
     print(f"{n} scored declarations written to {args.out}")
     return 0
@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_holds(args: argparse.Namespace, settings: Settings) -> int:
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     if args.holds_cmd == "lift":
         from tradesentry.quality.gates import lift_hold
@@ -122,7 +122,7 @@ def cmd_holds(args: argparse.Namespace, settings: Settings) -> int:
         n = lift_hold(settings, args.feed, args.night)
         print(f"lifted {n} hold(s) on {args.feed} {args.night}; the next run harmonises and scores its rows")
         return 0 if n else 1
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         rows = con.execute(
             "select feed, night, reason_code, reason, held_at from ops.feed_holds where lifted_at is null order by night, feed"
         ).fetchall()

@@ -17,7 +17,7 @@ from typing import Any
 
 from tradesentry.pipeline.summary import build_summary
 from tradesentry.settings import Settings
-from tradesentry.warehouse import open_warehouse
+from tradesentry.warehouse import open_settings_warehouse
 
 CURRENT = "CURRENT"
 PUBLISH_WINDOW_NIGHTS = 30
@@ -121,7 +121,7 @@ def publish_snapshot(settings: Settings, night: date, keep: int = 5) -> dict[str
     counts: dict[str, int] = {}
     anomalies_csv = Path(summary["paths"]["anomalies_csv"])
     anomalies_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         con.execute(
             f"copy (select * exclude (detector_scores, tail_probabilities) from detection.anomalies "
             f"where night = date '{night.isoformat()}' order by rank) to '{anomalies_csv}' (header)"

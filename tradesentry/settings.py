@@ -63,9 +63,10 @@ class Settings:
     http_timeout_seconds: float = 60.0
 
     # Harmonisation
-    # DuckDB's memory cap ("4GB", "4096MB") in the dbt builds and every warehouse connection
-    # (tradesentry.warehouse.connect reads it from the environment, where as_env puts it); empty:
-    # DuckDB's own default, 80% of the machine's memory. Past it DuckDB spills to disk, more slowly.
+    # DuckDB's memory cap ("4GB", "4096MB") in the dbt builds and every warehouse connection the
+    # stages open (tradesentry.warehouse.open_settings_warehouse); empty: the environment's
+    # TRADESENTRY_DUCKDB_MEMORY_LIMIT, else DuckDB's own default, 80% of the machine's memory. Past
+    # it DuckDB spills to disk, more slowly.
     duckdb_memory_limit: str = ""
     cif_fob_factor: float = _DETECTION.cif_fob_factor
     max_rate_age_days: int = 7

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 
@@ -109,12 +110,13 @@ create table if not exists detection.anomalies (
 """
 
 
-def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(path: Path, read_only: bool = False, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """``memory_limit``: the caller's settings.duckdb_memory_limit; empty or None: the environment's
+    (TRADESENTRY_DUCKDB_MEMORY_LIMIT), else DuckDB's default."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The same cap as dbt's profile (settings.duckdb_memory_limit, exported to the environment of
-    # every task): without it each task's DuckDB may hold up to 80% of the machine in its buffer
-    # pool, on top of the task's own Python memory.
-    limit = configured_memory_limit()
+    # The same cap as dbt's profile: without it each task's DuckDB may hold up to 80% of the machine
+    # in its buffer pool, on top of the task's own Python memory.
+    limit = (memory_limit or "").strip() or configured_memory_limit()
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": limit} if limit else {}
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     return con
@@ -158,10 +160,10 @@ def yield_memory(con: duckdb.DuckDBPyConnection, nbytes: int, floor_bytes: int =
             return
 
 
-def restore_memory_limit(con: duckdb.DuckDBPyConnection) -> None:
-    """Back to the limit :func:`connect` set. Called in a ``finally``: a failure here must not hide
-    the error that brought it there."""
-    limit = configured_memory_limit()
+def restore_memory_limit(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
+    """Back to the limit :func:`connect` set (given the same ``memory_limit``). Called in a
+    ``finally``: a failure here must not hide the error that brought it there."""
+    limit = (memory_limit or "").strip() or configured_memory_limit()
     try:
         if limit:
             con.execute(f"set memory_limit = '{limit}'")
@@ -176,13 +178,31 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def open_warehouse(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def open_warehouse(
+    path: Path, read_only: bool = False, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection that is always closed: under `dag.test()` every task shares one process, and an
-    open DuckDB handle would keep the file locked for the next task's dbt or GX connection."""
-    con = connect(path, read_only=read_only)
+    open DuckDB handle would keep the file locked for the next task's dbt or GX connection.
+    ``memory_limit`` as for :func:`connect` (callers pass settings.duckdb_memory_limit)."""
+    con = connect(path, read_only=read_only, memory_limit=memory_limit)
     try:
         if not read_only:
             ensure_schema(con)
         yield con
     finally:
         con.close()
+
+
+class WarehouseSettings(Protocol):
+    @property
+    def warehouse(self) -> Path: ...
+
+    @property
+    def duckdb_memory_limit(self) -> str: ...
+
+
+def open_settings_warehouse(
+    settings: WarehouseSettings, read_only: bool = False
+) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+    """:func:`open_warehouse` on the settings' warehouse, with the settings' memory cap."""
+    return open_warehouse(settings.warehouse, read_only=read_only, memory_limit=settings.duckdb_memory_limit)

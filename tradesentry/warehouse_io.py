@@ -296,9 +296,9 @@ def open_work(settings: Settings) -> Iterator[tuple[duckdb.DuckDBPyConnection, W
             con.close()
             pg.close()
         return
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         yield con, DuckDBReader(settings.warehouse, con)
 
 

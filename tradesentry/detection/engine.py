@@ -461,7 +461,7 @@ def run_detection(
         ns = score_night(con, night, cfg, outcomes, shards=shards, marts=marts)
         return finish_night(con, ns, cfg, t0)
     finally:
-        restore_memory_limit(con)
+        restore_memory_limit(con, getattr(settings, "duckdb_memory_limit", None))
 
 
 def night_outcomes(settings: Any, cfg: DetectionConfig, labels: dict[str, str] | None) -> dict[str, str]:

@@ -101,13 +101,13 @@ def detect_nights(
     """run_detection for each night (labels: simulated analysts' decisions, else none at all). Also
     returns what the last night learned from the labels (``feedback``: labels used, skill, weight)."""
     from tradesentry.detection.engine import run_detection
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     cfg = config or DetectionConfig.from_settings(settings)
     t0 = time.perf_counter()
     n = 0
     learned: dict[str, Any] = {}
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         for night in scored:
             result = run_detection(
                 con, night, settings, config=cfg, labels=labels if labels is not None else {}
@@ -278,13 +278,13 @@ def evaluate_sample(
     budgets: Iterable[int] = DECISION_BUDGETS,
     progress: Callable[[str], None] = print,
 ) -> SampleResult:
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     cfg = config or DetectionConfig.from_settings(settings)
     truth = load_truth(settings.samples / "ground_truth.csv")
     progress(f"sample {spec.name}: detecting {spec.first} .. {spec.last}")
     timing = detect_nights(settings, nights(spec.first, spec.last), cfg)
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         pool = collect(con, truth, spec.eval_first, spec.last, cfg.transit_window_days)
         df = pool.df
         rankings = [
@@ -332,13 +332,13 @@ def feedback_runs(
 ) -> list[dict[str, Any]]:
     """Decisions drawn from the nights before the last third of the evaluated nights; the last third
     rescored with them and judged against the same nights without decisions."""
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     ev = nights(spec.eval_first, spec.last)
     split = ev[len(ev) - len(ev) // 3]
     measured = nights(split, spec.last)
     out: list[dict[str, Any]] = []
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         base_pool = collect(con, truth, split, spec.last, cfg.transit_window_days)
         drawn = {
             b: simulate_decisions(
@@ -356,7 +356,7 @@ def feedback_runs(
             f"sample {spec.name}: rescoring {split} .. {spec.last} with {len(labels)} simulated decisions"
         )
         learned = detect_nights(settings, measured, cfg, labels=labels)["feedback"]
-        with open_warehouse(settings.warehouse) as con:
+        with open_settings_warehouse(settings) as con:
             p = collect(con, truth, split, spec.last, cfg.transit_window_days).df
         report = judge(str(b), p["key"], p["score"], p["label"], p["kind"])
         out.append(_feedback_row(b, labels, report, split, spec.last, learned))

@@ -333,7 +333,7 @@ def _dry_run(
 ) -> None:
     from tradesentry.landing.pull import pull_feed
     from tradesentry.landing.raw_load import load_night
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     feeds_dir = tmp / "feeds"
     feeds_dir.mkdir()
@@ -349,7 +349,7 @@ def _dry_run(
     ).resolve()
     progress(f"2/5 landing and loading {sample.name} as night {night} in a temporary warehouse")
     landed = pull_feed(dry, night, tmp_settings)
-    with open_warehouse(tmp_settings.warehouse) as con:
+    with open_settings_warehouse(tmp_settings) as con:
         try:
             results = load_night(con, dry, night, tmp_settings)
         except RuntimeError as exc:
@@ -451,9 +451,9 @@ def _dbt_dry_run(
         run.lines.append(f"dbt failed on the dry run:\n{exc}")
         run.harmonised = 0
         return
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
-    with open_warehouse(tmp_settings.warehouse) as con:
+    with open_settings_warehouse(tmp_settings) as con:
         counts = dict(
             con.execute(
                 "select row_status, count(*) from intermediate.int_declarations_converted where feed = ? group by 1",
@@ -482,7 +482,7 @@ def _copy_rates(settings: Settings, tmp_settings: Settings, night: date, run: Dr
     """Exchange rates for the dry run: the real warehouse's, when it can be read without waiting."""
     import duckdb
 
-    from tradesentry.warehouse import open_warehouse
+    from tradesentry.warehouse import open_settings_warehouse
 
     if not settings.warehouse.exists():
         run.lines.append("no exchange rates (no warehouse yet): rows not in USD are held as rate_missing")
@@ -498,7 +498,7 @@ def _copy_rates(settings: Settings, tmp_settings: Settings, night: date, run: Dr
         ).fetchall()]
         for t in tables:
             df = src.execute(f'select * from raw."{t}"').df()
-            with open_warehouse(tmp_settings.warehouse) as con:
+            with open_settings_warehouse(tmp_settings) as con:
                 con.register("rates_df", df)
                 con.execute(f'create or replace table raw."{t}" as select * from rates_df')
         for rates_spec in (settings.feeds_dir).glob("*.yaml"):

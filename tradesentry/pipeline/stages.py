@@ -19,7 +19,7 @@ from tradesentry.feeds.loader import load_all, load_feeds
 from tradesentry.feeds.spec import FeedSpec, RatesFeedSpec
 from tradesentry.pipeline.runs import write_record
 from tradesentry.settings import Settings
-from tradesentry.warehouse import open_warehouse
+from tradesentry.warehouse import open_settings_warehouse
 
 log = logging.getLogger("tradesentry.pipeline")
 
@@ -106,7 +106,7 @@ def load_raw(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
 
     specs = load_all(settings.feeds_dir)
     out: dict[str, Any] = {}
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         for night in nights:
             per_feed: dict[str, Any] = {}
             for spec in specs:
@@ -176,7 +176,7 @@ def detect(settings: Settings, nights: Iterable[date]) -> dict[str, Any]:
     from tradesentry.detection.engine import run_detection
 
     out: dict[str, Any] = {}
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         for night in nights:
             result = run_detection(con, night, settings)
             record = result.as_dict() if hasattr(result, "as_dict") else asdict(result)
@@ -192,7 +192,7 @@ def detect_prepare(settings: Settings, night: date) -> list[int]:
     from tradesentry.detection.sharding import prepare
 
     cfg = DetectionConfig.from_settings(settings)
-    with open_warehouse(settings.warehouse, read_only=True) as con:
+    with open_settings_warehouse(settings, read_only=True) as con:
         manifest = prepare(con, night, cfg, settings.detect_shards, settings.detect_work)
     return [int(e["shard"]) for e in manifest["shards"]]
 
@@ -214,7 +214,7 @@ def detect_merge(settings: Settings, night: date) -> dict[str, Any]:
     from tradesentry.detection.sharding import merge
 
     cfg = DetectionConfig.from_settings(settings)
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         result, manifest = merge(con, night, cfg, settings.detect_work, settings)
     record = result.as_dict()
     record["shards"] = [{k: e[k] for k in ("shard", "label", "rows")} for e in manifest["shards"]]

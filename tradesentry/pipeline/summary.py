@@ -18,7 +18,7 @@ from tradesentry.feeds.loader import load_all
 from tradesentry.feeds.spec import FeedSpec
 from tradesentry.pipeline.runs import read_record, read_records
 from tradesentry.settings import Settings
-from tradesentry.warehouse import open_warehouse
+from tradesentry.warehouse import open_settings_warehouse
 
 
 def summary_path(settings: Settings, night: date) -> Path:
@@ -44,7 +44,7 @@ def build_summary(settings: Settings, night: date, started_at: datetime | None =
     raw_feeds = raw_gate.get("feeds", {}) if isinstance(raw_gate, dict) else {}
     feeds: dict[str, Any] = {}
     anomalies: dict[str, int] = {}
-    with open_warehouse(settings.warehouse) as con:
+    with open_settings_warehouse(settings) as con:
         have_marts = _exists(con, "marts", "fct_declarations")
         for spec in specs:
             if not isinstance(spec, FeedSpec):
