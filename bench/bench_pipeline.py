@@ -743,6 +743,13 @@ def main(argv: list[str] | None = None) -> int:
         help="TRADESENTRY_DBT_TESTS for the nightly dbt builds (default critical; all: every data test)",
     )
     p.add_argument("--cpu-note", default=None, help="what else ran on the CPU (default: the load average)")
+    p.add_argument(
+        "--until",
+        choices=STAGES,
+        default=None,
+        help="stop after this stage and keep --workdir as it is then (to profile the next stage by hand: "
+        "bench_pipeline.py --child STAGE --night 2026-11-20 with the printed environment); implies --no-write",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--night", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -750,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, date.fromisoformat(args.night))
         return 0
+    if args.until and args.workdir is None:
+        p.error("--until needs --workdir (the data is kept there)")
 
     from tradesentry.settings import Settings
 
@@ -798,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
 
         results = []
         for stage in STAGES:
+            if args.until and STAGES.index(stage) > STAGES.index(args.until):
+                keys = ("TRADESENTRY_DATA_DIR", "TRADESENTRY_SAMPLE_DIR", "TRADESENTRY_DBT_TESTS")
+                print("stopped after", args.until, "; environment:", " ".join(f"{k}={env[k]}" for k in keys))
+                return 0
             r = run_child(stage, night, env, log)
             if stage == "detect":
                 tm = r.get("timings", {})
