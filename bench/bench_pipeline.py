@@ -18,6 +18,9 @@ and fits and scores the same isolation forest (same parameters, same history sam
 
     .venv/bin/python bench/bench_pipeline.py --rows 1000000 --history 30
     .venv/bin/python bench/bench_pipeline.py --rows 100000 --history 365   # same night, a year of history
+    .venv/bin/python bench/bench_pipeline.py --rows 1000000 --workdir /tmp/w --until validate_raw
+        # then profile one stage by hand on that state, e.g. (with the environment it prints):
+        # python -m cProfile -o h.prof bench/bench_pipeline.py --child harmonise --night 2026-11-20
 
 Results go to benchmarks/pipeline.md (--out): this script rewrites the section of that file for
 the size it ran (rows x history), keeping the others. Shared CPU: run 1M once or twice, not in a loop.
