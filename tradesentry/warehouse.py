@@ -116,15 +116,16 @@ def connect(path: Path, read_only: bool = False, memory_limit: str | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     # The same cap as dbt's profile: without it each task's DuckDB may hold up to 80% of the machine
     # in its buffer pool, on top of the task's own Python memory.
-    limit = (memory_limit or "").strip() or configured_memory_limit()
+    limit = configured_memory_limit(memory_limit)
     config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": limit} if limit else {}
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     return con
 
 
-def configured_memory_limit() -> str:
-    """The memory_limit every warehouse connection gets ("" = DuckDB's default, 80% of the RAM)."""
-    return os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
+def configured_memory_limit(memory_limit: str | None = None) -> str:
+    """The memory_limit a warehouse connection gets: ``memory_limit`` (the settings') when set, else
+    the environment's TRADESENTRY_DUCKDB_MEMORY_LIMIT ("" = DuckDB's default, 80% of the RAM)."""
+    return (memory_limit or "").strip() or os.environ.get("TRADESENTRY_DUCKDB_MEMORY_LIMIT", "").strip()
 
 
 _SIZE_UNITS = {"bytes": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
@@ -163,7 +164,7 @@ def yield_memory(con: duckdb.DuckDBPyConnection, nbytes: int, floor_bytes: int =
 def restore_memory_limit(con: duckdb.DuckDBPyConnection, memory_limit: str | None = None) -> None:
     """Back to the limit :func:`connect` set (given the same ``memory_limit``). Called in a
     ``finally``: a failure here must not hide the error that brought it there."""
-    limit = (memory_limit or "").strip() or configured_memory_limit()
+    limit = configured_memory_limit(memory_limit)
     try:
         if limit:
             con.execute(f"set memory_limit = '{limit}'")
